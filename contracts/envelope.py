@@ -1,0 +1,202 @@
+"""The command and reply envelopes (DESIGN §3), built and validated in one place."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
+
+ENVELOPE_VERSION = 1
+OUTCOMES = ("succeeded", "failed")
+
+# message type -> {payload field: validator}; filled by the participant modules.
+_PAYLOADS: dict[str, dict] = {}
+
+
+class MalformedMessage(ValueError):
+    """A message that does not match its contract. It is dead-lettered, never retried."""
+
+
+def register(message_type: str, **fields):
+    _PAYLOADS[message_type] = fields
+    return message_type
+
+
+def message_types():
+    return sorted(_PAYLOADS)
+
+
+def now_iso():
+    return datetime.now(timezone.utc).isoformat()
+
+
+# --- field validators: each returns the value or raises MalformedMessage ----------------------
+def text(value):
+    if not isinstance(value, str) or not value:
+        raise MalformedMessage("expected a non-empty string")
+    return value
+
+
+def uuid_text(value):
+    try:
+        return str(uuid.UUID(str(value)))
+    except (ValueError, TypeError, AttributeError):
+        raise MalformedMessage("expected a UUID") from None
+
+
+def money(value):
+    if not isinstance(value, str):
+        raise MalformedMessage("expected money as a decimal string")
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise MalformedMessage("expected money as a decimal string") from None
+    if not amount.is_finite() or amount < 0 or amount.as_tuple().exponent < -2:
+        raise MalformedMessage("expected a non-negative amount with at most two decimal places")
+    return value
+
+
+def positive_int(value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise MalformedMessage("expected a positive integer")
+    return value
+
+
+def mapping(value):
+    if not isinstance(value, dict):
+        raise MalformedMessage("expected an object")
+    return value
+
+
+def lines(value):
+    if not isinstance(value, list) or not value:
+        raise MalformedMessage("expected a non-empty list of lines")
+    for line in value:
+        mapping(line)
+        text(line.get("sku"))
+        positive_int(line.get("quantity"))
+    return value
+
+
+def _check(validator, value, where):
+    try:
+        return validator(value)
+    except MalformedMessage as exc:
+        raise MalformedMessage(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Command:
+    type: str
+    saga_id: str
+    step: str
+    payload: dict
+    attempt: int = 1
+    correlation_id: str = ""
+    causation_id: str | None = None
+    deadline: str | None = None
+    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    sent_at: str = field(default_factory=now_iso)
+    version: int = ENVELOPE_VERSION
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> Command:
+        if not isinstance(data, dict):
+            raise MalformedMessage("command: expected an object")
+        expected = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - expected
+        missing = {"type", "saga_id", "step", "payload", "message_id", "attempt"} - set(data)
+        if missing or unknown:
+            raise MalformedMessage(f"command: missing {sorted(missing)} unknown {sorted(unknown)}")
+        message_type = _check(text, data["type"], "type")
+        if message_type not in _PAYLOADS:
+            raise MalformedMessage(f"type: unknown message type {message_type!r}")
+        if data.get("version", ENVELOPE_VERSION) != ENVELOPE_VERSION:
+            raise MalformedMessage(f"version: unsupported {data.get('version')!r}")
+        payload = _check(mapping, data["payload"], "payload")
+        for name, validator in _PAYLOADS[message_type].items():
+            _check(validator, payload.get(name), f"payload.{name}")
+        return cls(
+            type=message_type,
+            saga_id=_check(uuid_text, data["saga_id"], "saga_id"),
+            step=_check(text, data["step"], "step"),
+            payload=payload,
+            attempt=_check(positive_int, data["attempt"], "attempt"),
+            correlation_id=str(data.get("correlation_id") or ""),
+            causation_id=data.get("causation_id"),
+            deadline=data.get("deadline"),
+            message_id=_check(uuid_text, data["message_id"], "message_id"),
+            sent_at=str(data.get("sent_at") or ""),
+        )
+
+    # Handlers answer with these.
+    def succeed(self, **data) -> Reply:
+        return Reply.to(self, "succeeded", data=data)
+
+    def fail(self, reason: str, detail: str = "", **data) -> Reply:
+        return Reply.to(self, "failed", reason=reason, detail=detail, data=data)
+
+
+@dataclass(frozen=True)
+class Reply:
+    in_reply_to: str
+    saga_id: str
+    step: str
+    attempt: int
+    outcome: str
+    reason: str | None = None
+    detail: str = ""
+    data: dict = field(default_factory=dict)
+    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    sent_at: str = field(default_factory=now_iso)
+    version: int = ENVELOPE_VERSION
+
+    @classmethod
+    def to(cls, command: Command, outcome: str, *, reason=None, detail="", data=None) -> Reply:
+        return cls(
+            in_reply_to=command.message_id,
+            saga_id=command.saga_id,
+            step=command.step,
+            attempt=command.attempt,
+            outcome=outcome,
+            reason=reason,
+            detail=detail,
+            data=data or {},
+        )
+
+    @property
+    def succeeded(self):
+        return self.outcome == "succeeded"
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> Reply:
+        if not isinstance(data, dict):
+            raise MalformedMessage("reply: expected an object")
+        expected = {f for f in cls.__dataclass_fields__}
+        missing = {"in_reply_to", "saga_id", "step", "attempt", "outcome", "message_id"} - set(data)
+        unknown = set(data) - expected
+        if missing or unknown:
+            raise MalformedMessage(f"reply: missing {sorted(missing)} unknown {sorted(unknown)}")
+        if data["outcome"] not in OUTCOMES:
+            raise MalformedMessage(f"outcome: expected one of {OUTCOMES}")
+        if data["outcome"] == "failed":
+            _check(text, data.get("reason"), "reason")
+        return cls(
+            in_reply_to=_check(uuid_text, data["in_reply_to"], "in_reply_to"),
+            saga_id=_check(uuid_text, data["saga_id"], "saga_id"),
+            step=_check(text, data["step"], "step"),
+            attempt=_check(positive_int, data["attempt"], "attempt"),
+            outcome=data["outcome"],
+            reason=data.get("reason"),
+            detail=str(data.get("detail") or ""),
+            data=_check(mapping, data.get("data") or {}, "data"),
+            message_id=_check(uuid_text, data["message_id"], "message_id"),
+            sent_at=str(data.get("sent_at") or ""),
+            version=data.get("version", ENVELOPE_VERSION),
+        )

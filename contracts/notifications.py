@@ -1,0 +1,4 @@
+"""Commands the notifications service accepts."""
+from .envelope import register, uuid_text
+
+SEND = register("notifications.send", order_id=uuid_text)

@@ -1,0 +1,36 @@
+"""One JSON shape for every API error: {"error": code, "detail": ..., "fields": {...}}."""
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "conflict"
+    default_detail = "The request conflicts with the current state."
+
+
+class Unprocessable(exceptions.APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_code = "unprocessable"
+    default_detail = "The request cannot be processed."
+
+
+def exception_handler(exc, context):
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+        response.data = {"error": "invalid", "detail": "The request has invalid fields.", "fields": fields}
+        return response
+    detail = getattr(exc, "detail", str(exc))
+    code = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
+    if not isinstance(code, str):
+        code = "error"
+    response.data = {"error": code, "detail": str(detail), "fields": {}}
+    return response
+
+
+def error_response(code, detail, http_status):
+    return Response({"error": code, "detail": detail, "fields": {}}, status=http_status)

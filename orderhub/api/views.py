@@ -1,0 +1,89 @@
+"""API views: validate, call one service or selector, shape the output."""
+import django_filters
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from orderhub.api.errors import Conflict, Unprocessable
+from orderhub.api.serializers import OrderCreateSerializer, OrderSerializer, ProductSerializer
+from orderhub.orders import selectors, services
+from orderhub.orders.models import Order, OrderStatus
+from sagas.models import SagaInstance
+
+
+class ProductList(generics.ListAPIView):
+    serializer_class = ProductSerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        return selectors.products_list()
+
+
+class OrderFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=OrderStatus.choices)
+
+    class Meta:
+        model = Order
+        fields = ["status"]
+
+
+class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = OrderSerializer
+    filterset_class = OrderFilter
+
+    def get_queryset(self):
+        return selectors.orders_for_client(client=self.request.user)
+
+    def get_serializer_context(self):
+        return super().get_serializer_context() | {"sagas": getattr(self, "_sagas", {})}
+
+    def _with_sagas(self, orders):
+        ids = [order.saga_id for order in orders if order.saga_id]
+        self._sagas = SagaInstance.objects.prefetch_related("steps").in_bulk(ids)
+
+    def list(self, request, *args, **kwargs):
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        self._with_sagas(page)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request, *args, **kwargs):
+        order = self.get_object()
+        self._with_sagas([order])
+        return Response(self.get_serializer(order).data)
+
+    @extend_schema(
+        request=OrderCreateSerializer,
+        responses={202: OrderSerializer},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+    )
+    def create(self, request, *args, **kwargs):
+        payload = OrderCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key") or None
+        if key is not None and len(key) > 255:
+            raise Unprocessable("Idempotency-Key must be at most 255 characters.")
+        try:
+            order, created = services.order_place(
+                client=request.user,
+                idempotency_key=key,
+                fingerprint=services.request_fingerprint(request.data),
+                **payload.validated_data,
+            )
+        except services.IdempotencyConflict as exc:
+            raise Unprocessable(str(exc), code="idempotency_key_reused") from None
+        self._with_sagas([order])
+        headers = {} if created else {"Idempotent-Replayed": "true"}
+        return Response(self.get_serializer(order).data, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+    @extend_schema(request=None, responses={202: OrderSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        order = self.get_object()
+        try:
+            order = services.order_cancel(order=order)
+        except services.OrderNotCancellable as exc:
+            raise Conflict(exc.detail, code="not_cancellable") from None
+        self._with_sagas([order])
+        return Response(self.get_serializer(order).data, status=status.HTTP_202_ACCEPTED)

@@ -1,0 +1,58 @@
+"""Celery configuration, read lazily by orderhub/celery.py. Values come from Django settings.
+
+Each non-obvious setting links to its documentation:
+https://docs.celeryq.dev/en/stable/userguide/configuration.html
+"""
+from django.conf import settings
+
+from orderhub import topology
+
+broker_url = settings.BROKER_URL
+# Publisher confirms: a publish returns only once RabbitMQ has taken the message.
+broker_transport_options = {"confirm_publish": True}
+broker_connection_retry_on_startup = True
+broker_heartbeat = 30
+
+# JSON only: a pickle payload is refused by every consumer (#accept-content).
+task_serializer = "json"
+result_serializer = "json"
+event_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+task_default_delivery_mode = "persistent"
+
+# Ack after the work and its reply are durable; a killed worker's message goes back to the queue;
+# a failed task is rejected to the dead-letter exchange, not acked away (#task-acks-late,
+# #task-reject-on-worker-lost, #task-acks-on-failure-or-timeout).
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = False
+# Prefetch 1: a poison message is dead-lettered alone, and load spreads across workers.
+worker_prefetch_multiplier = 1
+
+task_queues = topology.celery_queues()
+task_default_queue = topology.CONTROL_QUEUE
+task_default_exchange = topology.EXCHANGE.name
+task_default_exchange_type = "topic"
+task_default_routing_key = "saga.control.default"
+# Every task name is a message type and its routing key on the topic exchange.
+task_routes = ("orderhub.celeryconfig.route_by_name",)
+# A typo in a queue name fails loudly instead of creating a queue nobody reads (#task-create-missing-queues).
+task_create_missing_queues = False
+# Dead-letter undecodable messages instead of acking them (see orderhub/celery_consumer.py).
+worker_consumer = "orderhub.celery_consumer:Consumer"
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False
+
+beat_schedule = {
+    "relay-outbox": {
+        "task": "saga.control.relay_outbox",
+        "schedule": settings.OUTBOX_RELAY_INTERVAL,
+        "options": {"expires": max(settings.OUTBOX_RELAY_INTERVAL * 2, 5)},
+    },
+}
+
+
+def route_by_name(name, args, kwargs, options, task=None, **kw):
+    return {"exchange": topology.EXCHANGE.name, "exchange_type": "topic", "routing_key": name}

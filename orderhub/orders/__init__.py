@@ -1,0 +1,1 @@
+"""Orders and the catalogue: the customer-facing side of OrderHub."""

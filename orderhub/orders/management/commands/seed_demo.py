@@ -1,0 +1,45 @@
+"""Seed demo data: catalogue with stock, an operator account, a demo client and its token."""
+import os
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from rest_framework.authtoken.models import Token
+
+from orderhub.orders.models import Product
+from workers.inventory.models import StockItem
+
+CATALOGUE = [
+    ("SKU-MUG", "Enamel mug", "12.50", 500),
+    ("SKU-TEE", "Organic cotton tee", "24.00", 500),
+    ("SKU-CAP", "Canvas cap", "18.90", 300),
+    ("SKU-BAG", "Tote bag", "9.99", 1000),
+    ("SKU-LAMP", "Desk lamp", "79.00", 50),
+    ("SKU-RARE", "Signed print (one left)", "250.00", 1),
+]
+
+
+class Command(BaseCommand):
+    help = "Seed the catalogue, stock, an operator and a demo client; print credentials."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--token-file", default=".demo-token")
+
+    def handle(self, *args, token_file, **options):
+        for sku, name, price, stock in CATALOGUE:
+            Product.objects.update_or_create(sku=sku, defaults={"name": name, "price": Decimal(price)})
+            StockItem.objects.get_or_create(sku=sku, defaults={"available": stock})
+        users = get_user_model()
+        operator_name = os.environ.get("ORDERHUB_OPERATOR_USER", "operator")
+        operator_password = os.environ.get("ORDERHUB_OPERATOR_PASSWORD", "operator-local-only")
+        operator, _ = users.objects.get_or_create(username=operator_name, defaults={"is_staff": True})
+        operator.is_staff = operator.is_superuser = True
+        operator.set_password(operator_password)
+        operator.save()
+        client, _ = users.objects.get_or_create(username="demo-client")
+        token, _ = Token.objects.get_or_create(user=client)
+        with open(token_file, "w") as fh:
+            fh.write(token.key + "\n")
+        self.stdout.write(f"catalogue: {len(CATALOGUE)} products with stock")
+        self.stdout.write(f"operator (Django admin): {operator_name} / {operator_password}")
+        self.stdout.write(f"demo client API token: {token.key}  (also in {token_file})")

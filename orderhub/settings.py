@@ -1,0 +1,141 @@
+"""One settings module, read from the environment; the defaults are for local development only."""
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+
+DEBUG = env.bool("ORDERHUB_DEBUG", default=False)
+# Production refuses to start without a real secret (ORDERHUB_ENV=production).
+ORDERHUB_ENV = env("ORDERHUB_ENV", default="local")
+SECRET_KEY = env("ORDERHUB_SECRET_KEY", default="" if ORDERHUB_ENV == "production" else "local-dev-only-insecure-key")
+if not SECRET_KEY:
+    raise RuntimeError("ORDERHUB_SECRET_KEY must be set when ORDERHUB_ENV=production")
+ALLOWED_HOSTS = env.list("ORDERHUB_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "orderhub.orders",
+    "sagas",
+    "workers.inventory",
+    "workers.payments",
+    "workers.shipping",
+    "workers.notifications",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "orderhub.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+WSGI_APPLICATION = "orderhub.wsgi.application"
+
+# --- Databases: one PostgreSQL server, one database per service (DESIGN §2) ---------------------
+DB_HOST = env("ORDERHUB_DB_HOST", default="127.0.0.1")
+DB_PORT = env.int("ORDERHUB_DB_PORT", default=5432)
+DB_USER = env("ORDERHUB_DB_USER", default="postgres")
+DB_PASSWORD = env("ORDERHUB_DB_PASSWORD", default="")
+# Integration tests point worker subprocesses at pytest-django's databases with "test_".
+DB_PREFIX = env("ORDERHUB_DB_PREFIX", default="")
+SERVICE_DATABASES = ("inventory", "payments", "shipping", "notifications")
+
+
+def _database(name):
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": DB_PREFIX + name,
+        "USER": DB_USER,
+        "PASSWORD": DB_PASSWORD,
+        "HOST": DB_HOST,
+        "PORT": DB_PORT,
+        # Long-lived worker processes reuse connections; health checks drop dead ones
+        # (https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-connections).
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"connect_timeout": 5},
+    }
+
+
+DATABASES = {"default": _database("orderhub")} | {name: _database(name) for name in SERVICE_DATABASES}
+# The sandbox payment provider keeps its ledger in the payments database but on its own
+# connection, so its records survive a rollback of the payments service's transaction.
+DATABASES["provider"] = _database("payments") | {"TEST": {"MIRROR": "payments"}}
+DATABASE_ROUTERS = ["orderhub.routers.ServiceRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (Redis): throttling and health ------------------------------------------------------
+REDIS_URL = env("ORDERHUB_REDIS_URL", default="redis://127.0.0.1:6379/0")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+# --- Broker (RabbitMQ) and Celery; read by orderhub/celery.py ---------------------------------
+BROKER_URL = env("ORDERHUB_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")
+RABBITMQ_MANAGEMENT_URL = env("ORDERHUB_RABBITMQ_MANAGEMENT_URL", default="http://guest:guest@127.0.0.1:15672/api/")
+# How often beat's relay sweep publishes outbox rows that missed their after-commit publish.
+OUTBOX_RELAY_INTERVAL = env.float("ORDERHUB_OUTBOX_RELAY_INTERVAL", default=2.0)
+# A row younger than this is left to the after-commit publish of the process that wrote it.
+OUTBOX_RELAY_GRACE = env.float("ORDERHUB_OUTBOX_RELAY_GRACE", default=1.0)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "orderhub.api.errors.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"user": env("ORDERHUB_THROTTLE_RATE", default="6000/min")},
+}
+SPECTACULAR_SETTINGS = {"TITLE": "OrderHub API", "VERSION": "1.0.0"}
+
+LOG_LEVEL = env("ORDERHUB_LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "amqp": {"level": "WARNING"}},
+}

@@ -1,0 +1,125 @@
+"""The RabbitMQ topology, declared in one place, idempotently (DESIGN §3).
+
+One topic exchange carries every command, reply and control message; the routing key is the
+message type ("inventory.reserve", "saga.reply"), which is also the Celery task name. Each
+domain has one durable quorum queue; each queue dead-letters into `<queue>.dlq` through one
+direct dead-letter exchange.
+
+Why topic and not direct: Celery's native delayed delivery (used for retries held by RabbitMQ)
+only works through topic exchanges on quorum queues.
+"""
+import logging
+import threading
+
+import amqp.exceptions
+from kombu import Connection, Exchange, Queue
+
+log = logging.getLogger(__name__)
+
+EXCHANGE = Exchange("orderhub", type="topic", durable=True)
+DEAD_LETTER_EXCHANGE = Exchange("orderhub.dlx", type="direct", durable=True)
+
+DOMAINS = ("inventory", "payments", "shipping", "notifications")
+REPLIES_QUEUE = "saga.replies"
+CONTROL_QUEUE = "saga.control"
+REPLY_TYPE = "saga.reply"
+
+# A message redelivered this many times (its consumer crashed on it each time) is poison:
+# RabbitMQ dead-letters it instead of handing it out again.
+DELIVERY_LIMIT = 10
+
+# name -> binding key on EXCHANGE
+QUEUE_BINDINGS = {f"{domain}.commands": f"{domain}.*" for domain in DOMAINS} | {
+    REPLIES_QUEUE: REPLY_TYPE,
+    CONTROL_QUEUE: "saga.control.#",
+}
+
+
+def queue_arguments(name):
+    # Quorum queues: replicated, delivery-limit catches poison, and at-least-once dead-lettering
+    # (which needs overflow=reject-publish) so nothing is lost on the way to the DLQ.
+    # https://www.rabbitmq.com/docs/quorum-queues#dead-lettering
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE.name,
+        "x-dead-letter-routing-key": name,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        "x-delivery-limit": DELIVERY_LIMIT,
+    }
+
+
+def dlq_name(queue_name):
+    return f"{queue_name}.dlq"
+
+
+def _work_queue(name, *, no_declare):
+    return Queue(
+        name,
+        EXCHANGE,
+        routing_key=QUEUE_BINDINGS[name],
+        durable=True,
+        queue_arguments=queue_arguments(name),
+        no_declare=no_declare,
+    )
+
+
+def celery_queues():
+    """The queues Celery consumes from. Declared by `declare()`, never by Celery itself, so that a
+    queue whose arguments changed does not stop a worker from starting."""
+    return [_work_queue(name, no_declare=True) for name in QUEUE_BINDINGS]
+
+
+def dead_letter_queues():
+    return [
+        Queue(dlq_name(name), DEAD_LETTER_EXCHANGE, routing_key=name, durable=True)
+        for name in QUEUE_BINDINGS
+    ]
+
+
+def declare(connection: Connection):
+    """Declare exchanges, queues and bindings. Safe to run from every process at every start."""
+    channel = connection.channel()
+    try:
+        EXCHANGE(channel).declare()
+        DEAD_LETTER_EXCHANGE(channel).declare()
+        for queue in dead_letter_queues():
+            queue(channel).declare()
+        for name in QUEUE_BINDINGS:
+            channel = _declare_work_queue(connection, channel, name)
+    finally:
+        channel.close()
+
+
+def _declare_work_queue(connection, channel, name):
+    queue = _work_queue(name, no_declare=False)
+    try:
+        queue(channel).declare()
+        return channel
+    except amqp.exceptions.PreconditionFailed as exc:
+        # The queue exists with other arguments (an older topology). Keep serving from it rather
+        # than refusing to start; `manage.py topology --check` reports it, README says how to migrate.
+        log.warning("queue %s exists with other arguments, using it as it is: %s", name, exc)
+        channel = connection.channel()
+        channel.queue_declare(name, passive=True)
+        channel.queue_bind(name, EXCHANGE.name, QUEUE_BINDINGS[name])
+        return channel
+
+
+_declared = threading.Event()
+_lock = threading.Lock()
+
+
+def ensure_declared(app=None):
+    """Declare once per process before its first publish (unroutable messages are still confirmed)."""
+    if _declared.is_set():
+        return
+    with _lock:
+        if _declared.is_set():
+            return
+        if app is None:
+            from orderhub.celery import app
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=10)
+            declare(connection)
+        _declared.set()

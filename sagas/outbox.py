@@ -1,0 +1,56 @@
+"""The transactional outbox: commands are written with the saga state, then published.
+
+`enqueue` writes the row inside the caller's transaction and publishes it right after commit.
+`relay` publishes unsent rows; beat runs it as a sweep so a crash between commit and publish
+loses nothing. Rows are taken with SELECT ... FOR UPDATE SKIP LOCKED, so two relays (or a relay
+and an after-commit publish) never publish the same row at the same time; a row published twice
+after a crash is harmless because every worker deduplicates by message id (its inbox).
+"""
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from contracts import Command
+from orderhub.bus import publish
+from sagas.models import OutboxMessage
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(command: Command) -> OutboxMessage:
+    row = OutboxMessage.objects.create(
+        id=command.message_id, message_type=command.type, saga_id=command.saga_id, body=command.to_dict()
+    )
+    transaction.on_commit(lambda: publish_after_commit([row.id]), robust=True)
+    return row
+
+
+def publish_after_commit(ids):
+    relay(ids=ids)
+
+
+def relay(*, ids=None, older_than: float | None = None, limit: int = 500) -> int:
+    """Publish unsent outbox rows; returns how many were published."""
+    with transaction.atomic():
+        rows = OutboxMessage.objects.select_for_update(skip_locked=True).filter(published_at__isnull=True)
+        if ids is not None:
+            rows = rows.filter(id__in=ids)
+        if older_than is not None:
+            rows = rows.filter(created_at__lt=timezone.now() - timedelta(seconds=older_than))
+        rows = list(rows.order_by("created_at")[:limit])
+        published = []
+        for row in rows:
+            try:
+                publish(row.message_type, row.body, message_id=str(row.id))
+            except Exception as exc:  # broker down: leave the row (and the rest) for the next sweep
+                log.warning("outbox publish failed, left for the relay message_id=%s: %r", row.id, exc)
+                OutboxMessage.objects.filter(id=row.id).update(
+                    publish_attempts=row.publish_attempts + 1, last_error=repr(exc)[:2000]
+                )
+                break
+            published.append(row.id)
+        if published:
+            OutboxMessage.objects.filter(id__in=published).update(published_at=timezone.now())
+        return len(published)

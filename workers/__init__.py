@@ -1,0 +1,1 @@
+"""The domain workers: one Django app and one Celery queue per business domain."""

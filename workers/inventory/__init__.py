@@ -1,0 +1,1 @@
+"""The inventory service: its own database, its own queue (inventory.commands)."""

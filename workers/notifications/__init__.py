@@ -1,0 +1,1 @@
+"""The notifications service: its own database, its own queue (notifications.commands)."""

@@ -1,0 +1,1 @@
+"""The payments service: its own database, its own queue (payments.commands)."""

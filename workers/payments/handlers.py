@@ -1,0 +1,71 @@
+"""Payments' command handlers: authorize, void, capture, talking to the sandbox provider."""
+from decimal import Decimal
+
+from django.utils import timezone
+
+from contracts import Command
+from workers.messaging import BusinessRejection, handles
+from workers.payments import provider
+from workers.payments.models import Payment
+
+DB = "payments"
+
+
+def _payment(cmd):
+    return Payment.objects.using(DB).select_for_update().filter(saga_id=cmd.saga_id).first()
+
+
+@handles("payments.authorize")
+def authorize(cmd: Command):
+    payment = _payment(cmd)
+    if payment is not None:
+        if payment.status == Payment.Status.TOMBSTONE:
+            raise BusinessRejection("already_compensated", "the payment was voided before it was authorized")
+        return cmd.succeed(payment_id=payment.pk)
+    amount = Decimal(cmd.payload["total"])
+    # The key is the saga's, not the message's: a retry with a new message id never charges twice.
+    authorization = provider.authorize(
+        token=cmd.payload["payment_token"], amount=amount, idempotency_key=f"{cmd.saga_id}:authorize"
+    )
+    if not authorization.approved:
+        raise BusinessRejection(authorization.decline_reason, "declined by the payment provider")
+    payment = Payment.objects.using(DB).create(
+        saga_id=cmd.saga_id,
+        order_id=cmd.payload["order_id"],
+        amount=amount,
+        status=Payment.Status.AUTHORIZED,
+        provider_ref=authorization.ref,
+    )
+    return cmd.succeed(payment_id=payment.pk)
+
+
+@handles("payments.capture")
+def capture(cmd: Command):
+    payment = _payment(cmd)
+    if payment is None or payment.status not in (Payment.Status.AUTHORIZED, Payment.Status.CAPTURED):
+        raise BusinessRejection("not_authorized", "there is no authorized payment to capture")
+    if payment.status == Payment.Status.AUTHORIZED:
+        provider.capture(ref=payment.provider_ref)
+        payment.status = Payment.Status.CAPTURED
+        payment.captured_at = timezone.now()
+        payment.save(using=DB)
+    return cmd.succeed(payment_id=payment.pk, captured=str(payment.amount))
+
+
+@handles("payments.void")
+def void(cmd: Command):
+    payment = _payment(cmd)
+    if payment is None:
+        Payment.objects.using(DB).create(
+            saga_id=cmd.saga_id, order_id=cmd.payload["order_id"], amount=Decimal("0.00"), status=Payment.Status.TOMBSTONE
+        )
+        return cmd.succeed(voided=False)
+    if payment.status == Payment.Status.AUTHORIZED:
+        provider.void(ref=payment.provider_ref)
+        payment.status = Payment.Status.VOIDED
+        payment.voided_at = timezone.now()
+        payment.save(using=DB)
+        return cmd.succeed(voided=True)
+    if payment.status == Payment.Status.CAPTURED:
+        raise BusinessRejection("already_captured", "a captured payment cannot be voided")
+    return cmd.succeed(voided=False)

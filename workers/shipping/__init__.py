@@ -1,0 +1,1 @@
+"""The shipping service: its own database, its own queue (shipping.commands)."""
