@@ -1,0 +1,16 @@
+"""Shared test helpers."""
+import time
+
+import pytest
+
+
+def eventually(condition, *, timeout=10.0, interval=0.05, message="condition"):
+    """Wait until `condition()` returns a truthy value and return it; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {message} (last value: {last!r})")
