@@ -22,11 +22,12 @@ task_ignore_result = True
 task_default_delivery_mode = "persistent"
 
 # Ack after the work and its reply are durable; a killed worker's message goes back to the queue;
-# a failed task is rejected to the dead-letter exchange, not acked away (#task-acks-late,
-# #task-reject-on-worker-lost, #task-acks-on-failure-or-timeout).
+# a failed or timed-out task is rejected to the dead-letter exchange, not acked away
+# (#task-acks-late, #task-reject-on-worker-lost, #task-acks-on-failure, #task-acks-on-timeout).
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = False
+task_acks_on_failure = False
+task_acks_on_timeout = False
 # Prefetch 1: a poison message is dead-lettered alone, and load spreads across workers.
 worker_prefetch_multiplier = 1
 

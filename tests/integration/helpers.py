@@ -1,0 +1,52 @@
+"""Data and API helpers for integration tests."""
+import uuid
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from orderhub.orders.models import FINAL_ORDER_STATUSES, Order, OrderStatus, Product
+from tests.conftest import eventually
+from workers.inventory.models import StockItem
+
+ADDRESS = {"name": "Ada Lovelace", "line1": "12 St James's Sq", "city": "London", "postal_code": "SW1Y 4JH", "country": "GB"}
+ENDED = set(FINAL_ORDER_STATUSES) | {OrderStatus.NEEDS_ATTENTION}
+
+
+def product(sku="SKU-MUG", *, price="12.50", stock=100):
+    Product.objects.create(sku=sku, name=sku.title(), price=Decimal(price))
+    StockItem.objects.create(sku=sku, available=stock)
+    return sku
+
+
+def api_client(name=None):
+    user = get_user_model().objects.create(username=name or f"client-{uuid.uuid4().hex[:8]}")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def place(client, *, sku="SKU-MUG", quantity=1, token="tok_ok", country="GB", key=None):
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    response = client.post(
+        "/api/orders/",
+        {"items": [{"sku": sku, "quantity": quantity}], "payment_token": token,
+         "shipping_address": ADDRESS | {"country": country}},
+        format="json",
+        **headers,
+    )
+    assert response.status_code == 202, response.content
+    return response.json()
+
+
+def wait_ended(order_id, timeout=10):
+    return eventually(
+        lambda: Order.objects.filter(id=order_id, status__in=ENDED).first(),
+        timeout=timeout,
+        message=f"order {order_id} to end",
+    )
+
+
+def stock(sku):
+    return StockItem.objects.get(sku=sku).available
