@@ -1,0 +1,113 @@
+"""docker-compose.yml must run the same processes as the Procfile, on the same queues."""
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _procfile():
+    processes = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, command = line.partition(":")
+        processes[name.strip()] = shlex.split(command)
+    return processes
+
+
+def _argv(command):
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+def _option(argv, flag):
+    """The value given to `flag` (as `flag value` or `flag=value`), or None."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _is_worker(argv):
+    return argv[:1] == ["celery"] and "worker" in argv
+
+
+PROCFILE = _procfile()
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+WORKERS = sorted(name for name, argv in PROCFILE.items() if _is_worker(argv))
+APP_SERVICES = sorted(PROCFILE)
+
+
+def test_the_procfile_is_what_we_think_it_is():
+    assert set(PROCFILE) == {
+        "api", "orchestrator", "inventory", "payments", "shipping", "notifications", "beat", "flower",
+    }
+    assert WORKERS == ["inventory", "notifications", "orchestrator", "payments", "shipping"]
+
+
+def test_every_procfile_process_has_a_compose_service_of_the_same_name():
+    assert set(PROCFILE) <= set(SERVICES), sorted(set(PROCFILE) - set(SERVICES))
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_workers_are_scalable(name):
+    service = SERVICES[name]
+    assert "container_name" not in service
+    assert "ports" not in service
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_worker_consumes_the_same_queues_as_the_procfile(name):
+    procfile, compose = PROCFILE[name], _argv(SERVICES[name]["command"])
+    assert _is_worker(compose)
+    assert _option(compose, "-Q") == _option(procfile, "-Q")
+    assert _option(compose, "-n") == _option(procfile, "-n") == f"{name}@%h"
+    assert _option(compose, "-P") == _option(procfile, "-P") == "solo"
+
+
+def test_orchestrator_consumes_saga_replies_and_control():
+    assert _option(_argv(SERVICES["orchestrator"]["command"]), "-Q") == "saga.replies,saga.control"
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_app_services_share_the_image_and_wait_for_setup_and_infrastructure(name):
+    service = SERVICES[name]
+    assert service["image"] == SERVICES["setup"]["image"]
+    assert service["environment"]["ORDERHUB_DB_HOST"] == "postgres"
+    depends_on = service["depends_on"]
+    assert depends_on["setup"]["condition"] == "service_completed_successfully"
+    for infrastructure in ("postgres", "rabbitmq", "redis"):
+        assert depends_on[infrastructure]["condition"] == "service_healthy"
+
+
+def test_setup_prepares_databases_demo_data_and_topology():
+    command = " ".join(_argv(SERVICES["setup"]["command"]))
+    for step in ("setup_databases", "seed_demo", "declare_topology"):
+        assert f"manage.py {step}" in command
+    assert "setup" not in SERVICES["setup"]["depends_on"]
+
+
+def test_infrastructure_has_healthchecks():
+    for name in ("rabbitmq", "postgres", "redis"):
+        assert SERVICES[name]["healthcheck"]["test"]
+    assert "rabbitmq-diagnostics" in SERVICES["rabbitmq"]["healthcheck"]["test"]
+    assert "pg_isready" in SERVICES["postgres"]["healthcheck"]["test"]
+
+
+def test_rabbitmq_has_the_management_plugin_and_a_non_guest_user():
+    rabbitmq = SERVICES["rabbitmq"]
+    assert "management" in rabbitmq["image"]
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_USER"]
+    assert rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"]
+
+
+def test_flower_requires_basic_auth_and_uses_the_management_api():
+    argv = _argv(SERVICES["flower"]["command"])
+    assert _option(argv, "--basic-auth")
+    assert "@rabbitmq:15672/api/" in _option(argv, "--broker-api")
