@@ -20,6 +20,9 @@ RUN useradd --system --uid 10001 --user-group --home-dir /app --no-create-home o
     && mkdir -p /app/var \
     && chown orderhub:orderhub /app/var
 
+# The admin's CSS and JS, served by WhiteNoise.
+RUN python manage.py collectstatic --noinput --verbosity 0 && chown -R orderhub:orderhub /app/var
+
 USER orderhub
 
 EXPOSE 8000

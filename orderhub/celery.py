@@ -8,6 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderhub.settings")
 app = Celery("orderhub")
 # Read lazily, on first use, so importing this module never needs Django to be set up.
 app.config_from_object("orderhub.celeryconfig")
+import orderhub.logs  # noqa: E402,F401  (binds saga and message ids to every log line)
 app.autodiscover_tasks(
     ["sagas", "workers.inventory", "workers.payments", "workers.shipping", "workers.notifications"]
 )

@@ -35,6 +35,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's static files from gunicorn (https://whitenoise.readthedocs.io/).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -131,11 +133,12 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {"TITLE": "OrderHub API", "VERSION": "1.0.0"}
 
 LOG_LEVEL = env("ORDERHUB_LOG_LEVEL", default="INFO")
+LOG_FORMAT = env("ORDERHUB_LOG_FORMAT", default="keyvalue")  # or "json"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"structured": {"()": "orderhub.logs.formatter", "renderer": LOG_FORMAT}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "amqp": {"level": "WARNING"}},
 }
