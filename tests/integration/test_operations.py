@@ -1,0 +1,62 @@
+"""What operators rely on: Flower (authenticated, listing every worker) and the health endpoint."""
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import requests
+from django.conf import settings
+from django.db import connections
+
+from tests.conftest import eventually
+from tests.integration.conftest import LOG_DIR, PROCESSES, ROOT
+
+pytestmark = [pytest.mark.integration]
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def flower(cluster):
+    port = free_port()
+    log = open(LOG_DIR / "flower.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "orderhub", "flower", f"--port={port}", "--address=127.0.0.1",
+         "--basic-auth=ops:secret-for-test", f"--broker-api={settings.RABBITMQ_MANAGEMENT_URL}"],
+        cwd=ROOT, env=cluster.env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_flower_requires_authentication_and_lists_every_worker(flower):
+    expected = {f"{name}-1@{os.uname().nodename}" for name in PROCESSES}
+
+    def listed_workers():
+        try:
+            response = requests.get(f"{flower}/api/workers?refresh=1", auth=("ops", "secret-for-test"), timeout=5)
+        except requests.ConnectionError:
+            return None
+        return expected <= set(response.json()) if response.ok else None
+
+    eventually(listed_workers, timeout=30, interval=0.5, message="Flower to list every worker")
+    assert requests.get(f"{flower}/api/workers", timeout=5).status_code == 401
+    assert requests.get(f"{flower}/api/workers", auth=("ops", "wrong"), timeout=5).status_code == 401
+
+
+@pytest.mark.django_db(databases="__all__")
+def test_health_reports_every_dependency(client):
+    response = client.get("/health/")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["checks"] == {"database": "ok", "broker": "ok", "cache": "ok"}
+    # The provider alias mirrors payments in tests; its open connection would block dropping the test database.
+    connections["provider"].close()
