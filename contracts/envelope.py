@@ -183,6 +183,8 @@ class Reply:
         unknown = set(data) - expected
         if missing or unknown:
             raise MalformedMessage(f"reply: missing {sorted(missing)} unknown {sorted(unknown)}")
+        if data.get("version", ENVELOPE_VERSION) != ENVELOPE_VERSION:
+            raise MalformedMessage(f"version: unsupported {data.get('version')!r}")
         if data["outcome"] not in OUTCOMES:
             raise MalformedMessage(f"outcome: expected one of {OUTCOMES}")
         if data["outcome"] == "failed":

@@ -1,4 +1,6 @@
 """One JSON shape for every API error: {"error": code, "detail": ..., "fields": {...}}."""
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -17,6 +19,11 @@ class Unprocessable(exceptions.APIException):
 
 
 def exception_handler(exc, context):
+    # Django's own exceptions become DRF's, so they carry DRF's codes ("not_found", ...).
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) or None)
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

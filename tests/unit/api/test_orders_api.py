@@ -311,7 +311,6 @@ def test_another_clients_order_is_not_found(api, other_api, order_body):
     assert_not_found(response)
 
 
-@pytest.mark.xfail(strict=True, reason="errors.exception_handler sees Django's Http404, not DRF's NotFound")
 def test_not_found_errors_carry_the_not_found_code(api):
     response = api.get("/api/orders/00000000-0000-0000-0000-000000000000/")
 

@@ -229,7 +229,6 @@ def test_reply_whose_data_is_not_an_object_is_malformed():
         Reply.from_dict(reply_body(data=["pay-1"]))
 
 
-@pytest.mark.xfail(strict=True, reason="Reply.from_dict does not check the envelope version (Command.from_dict does)")
 def test_reply_of_an_unsupported_envelope_version_is_malformed():
     with pytest.raises(MalformedMessage, match="version"):
         Reply.from_dict(reply_body(version=2))
