@@ -95,12 +95,20 @@ class Command:
     correlation_id: str = ""
     causation_id: str | None = None
     deadline: str | None = None
+    # The step's retry policy for transient errors (contracts.retry.Retry as a dict).
+    retry: dict | None = None
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     sent_at: str = field(default_factory=now_iso)
     version: int = ENVELOPE_VERSION
 
     def to_dict(self):
         return asdict(self)
+
+    @property
+    def retry_policy(self):
+        from .retry import Retry
+
+        return Retry.from_dict(self.retry)
 
     @classmethod
     def from_dict(cls, data) -> Command:
@@ -119,6 +127,10 @@ class Command:
         payload = _check(mapping, data["payload"], "payload")
         for name, validator in _PAYLOADS[message_type].items():
             _check(validator, payload.get(name), f"payload.{name}")
+        if data.get("retry") is not None:
+            from .retry import Retry
+
+            Retry.from_dict(data["retry"])
         return cls(
             type=message_type,
             saga_id=_check(uuid_text, data["saga_id"], "saga_id"),
@@ -128,6 +140,7 @@ class Command:
             correlation_id=str(data.get("correlation_id") or ""),
             causation_id=data.get("causation_id"),
             deadline=data.get("deadline"),
+            retry=data.get("retry"),
             message_id=_check(uuid_text, data["message_id"], "message_id"),
             sent_at=str(data.get("sent_at") or ""),
         )

@@ -1,21 +1,37 @@
-"""Celery's consumer, changed in one place: an undecodable message is dead-lettered, not acked away.
+"""Celery's consumer, changed where it would lose a message or its reason.
 
-Celery's default `on_decode_error` acknowledges a message it cannot decode, which would delete it
-without trace. Rejecting without requeue sends it to the queue's dead-letter exchange instead.
+- An undecodable message: Celery acks it (deleting it without trace); here it is rejected to the
+  queue's dead-letter exchange instead.
+- A message that is not a task, or names an unknown task: Celery rejects it; here the reason is
+  noted first so the dead-letter archive can say why.
 """
 import logging
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
+from orderhub.deadletters.reasons import message_key, note_reason
+
 log = logging.getLogger(__name__)
+
+
+def _note(message, reason):
+    note_reason(message_key(headers=message.headers, properties=message.properties, body=message.body), reason)
 
 
 class Consumer(CeleryConsumer):
     def on_decode_error(self, message, exc):
-        log.error(
-            "undecodable message dead-lettered: %s (content_type=%s headers=%r)",
-            exc,
-            message.content_type,
-            message.headers,
-        )
+        log.error("undecodable message dead-lettered: %s (content_type=%s)", exc, message.content_type)
+        _note(message, f"malformed: cannot decode the body ({message.content_type}): {exc}")
         message.reject(requeue=False)
+
+    def on_unknown_message(self, body, message):
+        _note(message, "malformed: not a task message (no task header)")
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body, message, exc):
+        _note(message, f"malformed: unknown task {message.headers.get('task')!r}")
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body, message, exc):
+        _note(message, f"malformed: invalid task message: {exc}")
+        super().on_invalid_task(body, message, exc)

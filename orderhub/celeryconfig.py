@@ -52,6 +52,11 @@ beat_schedule = {
         "schedule": settings.OUTBOX_RELAY_INTERVAL,
         "options": {"expires": max(settings.OUTBOX_RELAY_INTERVAL * 2, 5)},
     },
+    "sweep-deadlines": {
+        "task": "saga.control.sweep_deadlines",
+        "schedule": settings.DEADLINE_SWEEP_INTERVAL,
+        "options": {"expires": max(settings.DEADLINE_SWEEP_INTERVAL * 2, 5)},
+    },
 }
 
 

@@ -13,7 +13,7 @@ import django.dispatch
 from django.db import transaction
 from django.utils import timezone
 
-from contracts import Command, Reply, message_types
+from contracts import Command, Reply, Retry, message_types
 from sagas import outbox
 from sagas.models import SagaEvent, SagaInstance, SagaStatus, SagaStep, StepStatus
 
@@ -37,34 +37,6 @@ class SagaNotCancellable(Exception):
 
 
 @dataclass(frozen=True)
-class Retry:
-    """How a step's transient failures are retried: attempts, exponential backoff, jitter."""
-
-    attempts: int = 3
-    initial: float = 0.5
-    coefficient: float = 2.0
-    maximum: float = 30.0
-    jitter: float = 0.2
-    non_retryable: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        if self.attempts < 1 or self.initial < 0 or self.coefficient < 1 or self.maximum < self.initial:
-            raise InvalidSagaDefinition(f"invalid retry policy {self}")
-        if not 0 <= self.jitter <= 1:
-            raise InvalidSagaDefinition(f"retry jitter must be within 0..1, got {self.jitter}")
-
-    def to_dict(self):
-        return {
-            "attempts": self.attempts,
-            "initial": self.initial,
-            "coefficient": self.coefficient,
-            "maximum": self.maximum,
-            "jitter": self.jitter,
-            "non_retryable": list(self.non_retryable),
-        }
-
-
-@dataclass(frozen=True)
 class Step:
     name: str
     command: str
@@ -72,7 +44,17 @@ class Step:
     pivot: bool = False
     retriable: bool = False
     retry: Retry = field(default_factory=Retry)
-    deadline: float = 30.0  # seconds a command may go unanswered
+    # Seconds a command may go unanswered (on top of the time its retries may wait), and how many
+    # times it is then resent with the same message id before the step fails.
+    deadline: float = 30.0
+    resends: int = 2
+    # Compensations retry until they succeed, within this budget; past it the saga needs an operator.
+    compensation_retry: Retry = field(
+        default_factory=lambda: Retry(attempts=5, initial=0.3, coefficient=2.0, maximum=2.0)
+    )
+
+    def timeout(self, *, compensation: bool) -> float:
+        return self.deadline + (self.compensation_retry if compensation else self.retry).budget()
 
 
 class Saga:
@@ -167,10 +149,10 @@ def reply_apply(reply: Reply) -> str:
 
 def _on_action_reply(saga, definition, step, reply):
     now = timezone.now()
-    step.finished_at = now
     step.deadline_at = None
     if reply.succeeded:
         step.status = StepStatus.SUCCEEDED
+        step.finished_at = now
         step.save()
         saga.context.setdefault("results", {})[step.name] = reply.data
         if saga.cancel_requested and not definition.past_pivot(step.index):
@@ -182,12 +164,16 @@ def _on_action_reply(saga, definition, step, reply):
             _end(saga, SagaStatus.COMPLETED)
         return
     step.error = f"{reply.reason}: {reply.detail}".strip(": ")
-    if definition.steps[step.index].retriable:
-        # Retriable steps (after the pivot) never compensate: they are sent again until they succeed.
+    spec = definition.steps[step.index]
+    if spec.retriable:
+        # Retriable steps (after the pivot) never compensate: they are sent again, after a backoff,
+        # until they succeed. The deadline sweep sends the next attempt when it is due.
+        step.status = StepStatus.RETRY_WAIT
+        step.deadline_at = now + timedelta(seconds=spec.retry.delay(min(step.attempts - 1, 20)))
         step.save()
-        _send(saga, definition, step, compensation=False)
         return
     step.status = StepStatus.FAILED
+    step.finished_at = now
     step.save()
     _compensate_from(saga, definition, step.index - 1, reason=reply.reason)
 
@@ -201,17 +187,25 @@ def _on_compensation_reply(saga, definition, step, reply):
         step.save()
         _compensate_from(saga, definition, step.index - 1, reason=saga.failure_reason)
         return
+    _compensation_failed(saga, step, f"{reply.reason}: {reply.detail}".strip(": "))
+
+
+def _compensation_failed(saga, step, error):
     step.status = StepStatus.COMPENSATION_FAILED
-    step.error = f"compensation failed: {reply.reason}: {reply.detail}".strip(": ")
+    step.error = f"compensation failed: {error}"
     step.save()
     _end(saga, SagaStatus.COMPENSATION_FAILED)
 
 
+# Steps whose effect may exist and must be undone when the saga goes back.
+_TO_COMPENSATE = (StepStatus.SUCCEEDED, StepStatus.TIMED_OUT)
+
+
 def _compensate_from(saga, definition, index, *, reason):
-    """Compensate the completed steps from `index` down to 0, one at a time, in reverse order."""
+    """Compensate the steps from `index` down to 0, one at a time, in reverse order."""
     saga.status = SagaStatus.COMPENSATING
     saga.failure_reason = saga.failure_reason or reason or ""
-    for candidate in saga.steps.filter(index__lte=index, status=StepStatus.SUCCEEDED).order_by("-index"):
+    for candidate in saga.steps.filter(index__lte=index, status__in=_TO_COMPENSATE).order_by("-index"):
         if definition.steps[candidate.index].compensate:
             saga.current_step = candidate.index
             _send(saga, definition, candidate, compensation=True)
@@ -228,17 +222,19 @@ def _end(saga, status):
 
 # --- sending ----------------------------------------------------------------------------------
 def _send(saga, definition, step, *, compensation: bool):
+    """Send a new attempt of the step's action or compensation (a new message id)."""
     spec = definition.steps[step.index]
     now = timezone.now()
     if compensation:
         step.compensation_attempts += 1
         step.status = StepStatus.COMPENSATING
-        attempt, message_type = step.compensation_attempts, spec.compensate
+        attempt, message_type, policy = step.compensation_attempts, spec.compensate, spec.compensation_retry
     else:
         step.attempts += 1
         step.status = StepStatus.RUNNING
         step.started_at = step.started_at or now
-        attempt, message_type = step.attempts, spec.command
+        attempt, message_type, policy = step.attempts, spec.command, spec.retry
+    deadline = now + timedelta(seconds=spec.timeout(compensation=compensation))
     command = Command(
         type=message_type,
         saga_id=str(saga.id),
@@ -247,10 +243,12 @@ def _send(saga, definition, step, *, compensation: bool):
         payload=saga.context,
         correlation_id=saga.correlation_id,
         causation_id=str(step.message_id) if step.message_id else None,
-        deadline=(now + timedelta(seconds=spec.deadline)).isoformat(),
+        deadline=deadline.isoformat(),
+        retry=policy.to_dict(),
     )
     step.message_id = command.message_id
-    step.deadline_at = now + timedelta(seconds=spec.deadline)
+    step.deadline_at = deadline
+    step.resends = 0
     step.save()
     _event(saga, step.name, SagaEvent.Kind.COMMAND, command.message_id, message_type, command.to_dict())
     outbox.enqueue(command)
@@ -260,6 +258,85 @@ def _event(saga, step, kind, message_id, message_type, body):
     SagaEvent.objects.create(
         saga=saga, step=step, kind=kind, message_id=message_id, message_type=message_type, body=body
     )
+
+
+# --- deadlines --------------------------------------------------------------------------------
+_WAITING = (StepStatus.RUNNING, StepStatus.COMPENSATING, StepStatus.RETRY_WAIT)
+
+
+def deadlines_sweep(*, now=None, limit: int = 500) -> int:
+    """Act on every step whose deadline has passed: resend the same command a bounded number of
+    times, then fail the step (or send a new attempt where the step may not fail). Sagas locked
+    by another sweeper or by a reply being applied are skipped (SKIP LOCKED) and seen next time."""
+    now = now or timezone.now()
+    due = list(
+        SagaStep.objects.filter(status__in=_WAITING, deadline_at__lte=now)
+        .order_by("deadline_at")
+        .values_list("saga_id", "id")[:limit]
+    )
+    handled = 0
+    for saga_id, step_id in due:
+        with transaction.atomic():
+            saga = SagaInstance.objects.select_for_update(skip_locked=True).filter(id=saga_id).first()
+            if saga is None:
+                continue
+            step = SagaStep.objects.get(id=step_id)
+            if step.status not in _WAITING or step.deadline_at is None or step.deadline_at > now:
+                continue  # a reply got there first
+            _on_deadline(saga, REGISTRY[saga.saga_type], step, now)
+            saga.version += 1
+            saga.save()
+            handled += 1
+    return handled
+
+
+def _on_deadline(saga, definition, step, now):
+    spec = definition.steps[step.index]
+    if step.status == StepStatus.RETRY_WAIT:
+        _send(saga, definition, step, compensation=False)
+        return
+    compensation = step.status == StepStatus.COMPENSATING
+    if step.resends < spec.resends:
+        step.resends += 1
+        step.deadline_at = now + timedelta(seconds=spec.timeout(compensation=compensation))
+        step.save()
+        _event(saga, step.name, SagaEvent.Kind.RESEND, step.message_id, "", {"resend": step.resends})
+        outbox.resend(step.message_id)
+        return
+    log.warning("deadline exceeded saga_id=%s step=%s compensation=%s", saga.id, step.name, compensation)
+    if compensation:
+        _compensation_failed(saga, step, "deadline exceeded")
+    elif spec.retriable or definition.past_pivot(step.index):
+        # Past the pivot the saga cannot go back: keep trying, with a new attempt.
+        _send(saga, definition, step, compensation=False)
+    else:
+        step.status = StepStatus.TIMED_OUT
+        step.error = "deadline exceeded"
+        step.finished_at = now
+        step.save()
+        # The command may still have had its effect: compensate this step too.
+        _compensate_from(saga, definition, step.index, reason="deadline_exceeded")
+
+
+# --- operator actions -------------------------------------------------------------------------
+class SagaNotRetriable(Exception):
+    pass
+
+
+def saga_retry(*, saga_id) -> SagaInstance:
+    """Resume a saga whose compensation failed: send the failed compensation again."""
+    with transaction.atomic():
+        saga = SagaInstance.objects.select_for_update().get(id=saga_id)
+        if saga.status != SagaStatus.COMPENSATION_FAILED:
+            raise SagaNotRetriable(f"saga {saga.id} is {saga.status}, not compensation_failed")
+        step = saga.steps.get(status=StepStatus.COMPENSATION_FAILED)
+        saga.status = SagaStatus.COMPENSATING
+        saga.ended_at = None
+        _event(saga, step.name, SagaEvent.Kind.STATUS, None, "", {"retry": "requested by an operator"})
+        _send(saga, REGISTRY[saga.saga_type], step, compensation=True)
+        saga.version += 1
+        saga.save()
+        return saga
 
 
 # --- cancellation -----------------------------------------------------------------------------

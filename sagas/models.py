@@ -23,6 +23,8 @@ class StepStatus(models.TextChoices):
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
+    TIMED_OUT = "timed_out"  # no reply by the deadline, resends exhausted: compensated too
+    RETRY_WAIT = "retry_wait"  # a retriable step waiting for its next attempt
 
 
 class SagaInstance(models.Model):
@@ -58,6 +60,8 @@ class SagaStep(models.Model):
     status = models.CharField(max_length=30, choices=StepStatus.choices, default=StepStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     compensation_attempts = models.PositiveIntegerField(default=0)
+    # Times the command now awaited was resent (same message id) after its deadline passed.
+    resends = models.PositiveIntegerField(default=0)
     # The command this step now waits on; a reply to anything else is stale.
     message_id = models.UUIDField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
@@ -83,6 +87,7 @@ class SagaEvent(models.Model):
         COMMAND = "command"
         REPLY = "reply"
         STALE_REPLY = "stale_reply"
+        RESEND = "resend"
         STATUS = "status"
 
     saga = models.ForeignKey(SagaInstance, on_delete=models.CASCADE, related_name="events")

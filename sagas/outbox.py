@@ -27,6 +27,12 @@ def enqueue(command: Command) -> OutboxMessage:
     return row
 
 
+def resend(message_id):
+    """Publish an already written command again, same message id (a deadline passed)."""
+    OutboxMessage.objects.filter(id=message_id).update(published_at=None)
+    transaction.on_commit(lambda: publish_after_commit([message_id]), robust=True)
+
+
 def publish_after_commit(ids):
     relay(ids=ids)
 

@@ -35,3 +35,11 @@ def relay_outbox():
     if published:
         log.info("outbox relay published %d missed commands", published)
     return published
+
+
+@shared_task(name="saga.control.sweep_deadlines", ignore_result=True)
+def sweep_deadlines():
+    handled = engine.deadlines_sweep()
+    if handled:
+        log.info("deadline sweep acted on %d steps", handled)
+    return handled

@@ -73,9 +73,8 @@ def domain_of(message_type: str) -> str:
     return message_type.split(".", 1)[0]
 
 
-def handle(body) -> Reply:
-    """Validate, deduplicate and handle one command; returns the reply to send (already durable)."""
-    command = Command.from_dict(body)
+def handle(command: Command) -> Reply:
+    """Deduplicate and handle one command; returns the reply to send (already durable)."""
     handler = _HANDLERS.get(command.type)
     if handler is None:
         raise MalformedMessage(f"no handler for {command.type}")
@@ -109,19 +108,55 @@ def send_reply(reply: Reply):
     publish(REPLY_TYPE, reply.to_dict(), message_id=reply.message_id)
 
 
+# Infrastructure faults (a lost database connection, a broker hiccup) are retried at least this
+# many times whatever the step's policy: they say nothing about the command.
+INFRASTRUCTURE_ATTEMPTS = 10
+
+
 def run_command(task, body):
-    """The body of every command task: handle, reply, and sort failures into their three kinds."""
+    """The body of every command task: handle, reply, and sort failures into their three kinds.
+
+    - malformed: dead-lettered at once with its reason, never retried;
+    - transient: retried under the step's policy, the delay held by RabbitMQ (native delayed
+      delivery); once the attempts are spent the step fails (a failure reply) and the message is
+      dead-lettered with its reason;
+    - anything else is a bug: the task fails and Celery rejects the message to the dead-letter queue.
+    """
     try:
-        reply = handle(body)
+        command = Command.from_dict(body)
+        if domain_of(command.type) != domain_of(task.name) or command.type not in _HANDLERS:
+            raise MalformedMessage(f"a {command.type} command cannot be handled by {task.name}")
     except MalformedMessage as exc:
-        log.error("malformed command dead-lettered: %s", exc)
-        raise Reject(f"malformed: {exc}", requeue=False) from None
+        dead_letter(task.request.id, f"malformed: {exc}")
+    try:
+        reply = handle(command)
     except TRANSIENT_ERRORS as exc:
-        delay = min(0.5 * 2**task.request.retries, 30)
-        log.warning("transient failure, retrying in %.1fs: %r", delay, exc)
-        raise task.retry(exc=exc, countdown=delay, max_retries=20) from None
+        reply = _retry_or_give_up(task, command, exc)
     send_reply(reply)
     return reply.outcome
+
+
+def _retry_or_give_up(task, command, exc):
+    policy = command.retry_policy
+    error = type(exc).__name__
+    attempts = policy.attempts if isinstance(exc, TransientError) else max(policy.attempts, INFRASTRUCTURE_ATTEMPTS)
+    retries = task.request.retries
+    if policy.retries(error) and retries + 1 < attempts:
+        delay = policy.delay(retries)
+        log.warning("transient failure, retry %d/%d in %.2fs: %s: %s", retries + 1, attempts - 1, delay, error, exc)
+        raise task.retry(exc=exc, countdown=delay, max_retries=None)
+    reason = f"retries exhausted after {retries + 1} attempts: {error}: {exc}"
+    send_reply(command.fail("retries_exhausted", reason))
+    dead_letter(task.request.id, reason)
+
+
+def dead_letter(message_id, reason):
+    """Reject the message in hand to its queue's dead-letter queue, noting why for the archive."""
+    from orderhub.deadletters.reasons import note_reason
+
+    log.error("dead-lettering message_id=%s: %s", message_id, reason)
+    note_reason(message_id, reason)
+    raise Reject(reason, requeue=False)
 
 
 def register_tasks(domain: str):

@@ -17,6 +17,7 @@ from tests.conftest import eventually
 ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / "var" / "test-logs"
 
+CELERY = [sys.executable, "-m", "celery", "-A", "orderhub"]
 PROCESSES = {
     "orchestrator": ["worker", "-Q", "saga.replies,saga.control", "-P", "solo"],
     "inventory": ["worker", "-Q", "inventory.commands", "-P", "solo"],
@@ -37,18 +38,19 @@ class Cluster:
     def start(self, name, *, index=1):
         key = f"{name}-{index}"
         if name == "beat":
-            args = ["beat", "-s", str(LOG_DIR / "celerybeat-schedule"), "--pidfile="]
+            command = CELERY + ["beat", "-s", str(LOG_DIR / "celerybeat-schedule"), "--pidfile=", "-l", "INFO"]
+        elif name == "deadletters":
+            command = [sys.executable, "manage.py", "deadletters", "consume"]
         else:
-            args = PROCESSES[name] + ["-n", f"{key}@%h", "--without-gossip", "--without-mingle"]
+            command = CELERY + PROCESSES[name] + ["-n", f"{key}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"]
         log = open(LOG_DIR / f"{key}.log", "ab")
         self.procs[key] = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "orderhub", *args, "-l", "INFO"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         return key
 
     def wait_ready(self, keys, timeout=60):
-        names = {f"{key}@{os.uname().nodename}" for key in keys if not key.startswith("beat")}
+        names = {f"{key}@{os.uname().nodename}" for key in keys if key.rsplit("-", 1)[0] in PROCESSES}
 
         def all_answer():
             replies = app.control.ping(timeout=0.5) or []
@@ -97,11 +99,13 @@ def cluster(django_db_setup, django_db_blocker):
         "ORDERHUB_REDIS_URL": settings.REDIS_URL,
         "ORDERHUB_OUTBOX_RELAY_INTERVAL": "0.5",
         "ORDERHUB_OUTBOX_RELAY_GRACE": "0.5",
+        "ORDERHUB_DEADLINE_SWEEP_INTERVAL": "0.5",
         "PYTHONUNBUFFERED": "1",
     }
     running = Cluster(env)
     keys = [running.start(name) for name in PROCESSES]
     running.start("beat")
+    running.start("deadletters")
     try:
         running.wait_ready(keys)
         yield running

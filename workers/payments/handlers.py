@@ -15,26 +15,35 @@ def _payment(cmd):
     return Payment.objects.using(DB).select_for_update().filter(saga_id=cmd.saga_id).first()
 
 
+def _authorize_key(cmd):
+    # The key is the saga's, not the message's: a retry with a new message id never charges twice.
+    return f"{cmd.saga_id}:authorize"
+
+
 @handles("payments.authorize")
 def authorize(cmd: Command):
     payment = _payment(cmd)
     if payment is not None:
         if payment.status == Payment.Status.TOMBSTONE:
+            # Voided before it was authorized (the step timed out): if the provider went ahead
+            # anyway, release the hold there too.
+            charge = provider.charge_for(_authorize_key(cmd))
+            if charge is not None and charge.status == charge.Status.AUTHORIZED:
+                provider.void(ref=charge.ref)
             raise BusinessRejection("already_compensated", "the payment was voided before it was authorized")
         return cmd.succeed(payment_id=payment.pk)
     amount = Decimal(cmd.payload["total"])
-    # The key is the saga's, not the message's: a retry with a new message id never charges twice.
-    authorization = provider.authorize(
-        token=cmd.payload["payment_token"], amount=amount, idempotency_key=f"{cmd.saga_id}:authorize"
+    outcome = provider.authorize(
+        token=cmd.payload["payment_token"], amount=amount, idempotency_key=_authorize_key(cmd)
     )
-    if not authorization.approved:
-        raise BusinessRejection(authorization.decline_reason, "declined by the payment provider")
+    if not outcome.approved:
+        raise BusinessRejection(outcome.decline_reason, "declined by the payment provider")
     payment = Payment.objects.using(DB).create(
         saga_id=cmd.saga_id,
         order_id=cmd.payload["order_id"],
         amount=amount,
         status=Payment.Status.AUTHORIZED,
-        provider_ref=authorization.ref,
+        provider_ref=outcome.ref,
     )
     return cmd.succeed(payment_id=payment.pk)
 
@@ -45,7 +54,9 @@ def capture(cmd: Command):
     if payment is None or payment.status not in (Payment.Status.AUTHORIZED, Payment.Status.CAPTURED):
         raise BusinessRejection("not_authorized", "there is no authorized payment to capture")
     if payment.status == Payment.Status.AUTHORIZED:
-        provider.capture(ref=payment.provider_ref)
+        outcome = provider.capture(ref=payment.provider_ref)
+        if not outcome.approved:
+            raise BusinessRejection(outcome.decline_reason, "the provider declined the capture")
         payment.status = Payment.Status.CAPTURED
         payment.captured_at = timezone.now()
         payment.save(using=DB)
@@ -57,7 +68,8 @@ def void(cmd: Command):
     payment = _payment(cmd)
     if payment is None:
         Payment.objects.using(DB).create(
-            saga_id=cmd.saga_id, order_id=cmd.payload["order_id"], amount=Decimal("0.00"), status=Payment.Status.TOMBSTONE
+            saga_id=cmd.saga_id, order_id=cmd.payload["order_id"], amount=Decimal("0.00"),
+            status=Payment.Status.TOMBSTONE,
         )
         return cmd.succeed(voided=False)
     if payment.status == Payment.Status.AUTHORIZED:

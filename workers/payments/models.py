@@ -53,3 +53,15 @@ class ProviderCharge(models.Model):
 class Inbox(InboxMessage):
     class Meta:
         db_table = "payments_inbox"
+
+
+class SandboxFault(models.Model):
+    """The sandbox provider's fault state: how often a key has failed, and whether an operator
+    has lifted a standing fault (tok_void_broken) so the next try succeeds."""
+
+    key = models.CharField(max_length=200, unique=True)
+    failures = models.PositiveIntegerField(default=0)
+    lifted = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "payments_sandbox_fault"

@@ -1,0 +1,96 @@
+"""Archive, replay and discard dead letters."""
+import base64
+import logging
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from kombu import Producer
+
+from orderhub.deadletters.models import DeadLetter
+from orderhub.deadletters.reasons import message_key, noted_reason
+
+log = logging.getLogger(__name__)
+
+# Headers RabbitMQ adds when it dead-letters; a replayed message starts without them.
+DEATH_HEADERS = ("x-death", "x-first-death-queue", "x-first-death-reason", "x-first-death-exchange",
+                 "x-last-death-queue", "x-last-death-reason", "x-last-death-exchange", "x-delivery-count")
+
+
+def _jsonable(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _death(headers, queue):
+    deaths = [d for d in headers.get("x-death") or [] if d.get("queue") == queue] or headers.get("x-death") or []
+    if not deaths:
+        return queue, "rejected", 1
+    first = deaths[0]
+    return first.get("queue", queue), first.get("reason", "rejected"), sum(int(d.get("count", 1)) for d in deaths)
+
+
+def deadletter_archive(*, body: bytes, headers: dict, properties: dict, dlq: str) -> DeadLetter:
+    """Keep one dead-lettered message. The same message dying again in the same queue updates
+    its row (death count, reason) instead of adding one."""
+    original_queue = dlq.removesuffix(".dlq")
+    queue, rabbit_reason, deaths = _death(headers, original_queue)
+    key = message_key(headers=headers, properties=properties, body=body)
+    reason = noted_reason(key) or f"rabbitmq: {rabbit_reason}"
+    try:
+        text, encoded = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(body).decode(), True
+    with transaction.atomic():
+        letter, created = DeadLetter.objects.select_for_update().get_or_create(
+            message_key=key,
+            queue=queue,
+            defaults=dict(
+                message_type=str(headers.get("task") or ""), reason=reason, death_count=deaths,
+                headers=_jsonable(headers), properties=_jsonable(properties), body=text, body_base64=encoded,
+            ),
+        )
+        if not created:
+            letter.reason, letter.death_count = reason, max(deaths, letter.death_count + 1)
+            letter.headers, letter.status = _jsonable(headers), DeadLetter.Status.ARCHIVED
+            letter.save()
+    log.info("dead letter archived id=%s queue=%s key=%s reason=%s", letter.id, queue, key, reason)
+    return letter
+
+
+def deadletter_replay(*, letter: DeadLetter, connection) -> DeadLetter:
+    """Publish the message again, as it was, to the queue it died in. Idempotent with the inbox:
+    a command that had its effect already has none the second time."""
+    body = base64.b64decode(letter.body) if letter.body_base64 else letter.body.encode("utf-8")
+    headers = {k: v for k, v in letter.headers.items() if k not in DEATH_HEADERS}
+    properties = letter.properties
+    producer = Producer(connection.channel())
+    producer.publish(
+        body,
+        exchange="",  # the default exchange routes by queue name: straight back to the original queue
+        routing_key=letter.queue,
+        headers=headers,
+        content_type=properties.get("content_type") or "application/octet-stream",
+        content_encoding=properties.get("content_encoding") or "binary",
+        correlation_id=properties.get("correlation_id"),
+        delivery_mode=2,
+        retry=True,
+    )
+    DeadLetter.objects.filter(id=letter.id).update(
+        status=DeadLetter.Status.REPLAYED, replayed_at=timezone.now(), replay_count=F("replay_count") + 1
+    )
+    letter.refresh_from_db()
+    return letter
+
+
+def deadletter_discard(*, letter: DeadLetter) -> DeadLetter:
+    letter.status = DeadLetter.Status.DISCARDED
+    letter.save(update_fields=["status", "last_seen"])
+    return letter
