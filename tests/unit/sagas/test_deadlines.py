@@ -1,0 +1,147 @@
+"""Step deadlines and operator retries, driven without a broker: time is moved by passing `now`."""
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from sagas import engine
+from sagas.definitions import PLACE_ORDER
+from sagas.models import OutboxMessage, SagaEvent
+from tests.unit.sagas.saga_harness import given, place_order_context
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+def later(seconds):
+    return timezone.now() + timedelta(seconds=seconds)
+
+
+def past_deadline(scenario, step):
+    return scenario.step(step).deadline_at + timedelta(milliseconds=1)
+
+
+def test_nothing_happens_before_a_deadline():
+    scenario = given(PLACE_ORDER, place_order_context()).expect_command("inventory.reserve")
+
+    assert engine.deadlines_sweep() == 0
+    assert scenario.step("reserve_stock").resends == 0
+
+
+def test_an_unanswered_command_is_resent_with_the_same_message_id():
+    scenario = given(PLACE_ORDER, place_order_context()).expect_command("inventory.reserve")
+    OutboxMessage.objects.update(published_at=timezone.now())
+    message_id = scenario.command.message_id
+
+    assert engine.deadlines_sweep(now=past_deadline(scenario, "reserve_stock")) == 1
+
+    step = scenario.step("reserve_stock")
+    assert (step.status, step.resends, str(step.message_id)) == ("running", 1, message_id)
+    assert OutboxMessage.objects.get(id=message_id).published_at is None  # queued for publishing again
+    assert SagaEvent.objects.filter(kind="resend", message_id=message_id).count() == 1
+    # The resent command's reply is applied as usual.
+    scenario.reply_success().expect_command("payments.authorize")
+
+
+def test_a_step_that_stays_silent_past_its_resends_times_out_and_is_compensated_with_the_others():
+    scenario = (
+        given(PLACE_ORDER, place_order_context())
+        .expect_command("inventory.reserve").reply_success()
+        .expect_command("payments.authorize")
+    )
+    for _ in range(PLACE_ORDER.steps[1].resends):
+        engine.deadlines_sweep(now=past_deadline(scenario, "authorize"))
+    assert scenario.step("authorize").resends == PLACE_ORDER.steps[1].resends
+
+    engine.deadlines_sweep(now=past_deadline(scenario, "authorize"))
+
+    # Timed out, and at once compensated: the authorization may have happened after all.
+    assert (scenario.step("authorize").status, scenario.step("authorize").error) == ("compensating", "deadline exceeded")
+    # The authorization may have happened after all: it is voided, then the reservation released.
+    (
+        scenario.expect_command("payments.void").reply_success()
+        .expect_command("inventory.release").reply_success()
+        .expect_status("compensated", failure_reason="deadline_exceeded")
+    )
+    assert scenario.compensation_order() == ["authorize", "reserve_stock"]
+
+
+def test_a_late_reply_from_a_timed_out_step_is_stale():
+    scenario = (
+        given(PLACE_ORDER, place_order_context())
+        .expect_command("inventory.reserve").reply_success()
+        .expect_command("payments.authorize")
+    )
+    late = scenario.command
+    for _ in range(PLACE_ORDER.steps[1].resends + 1):
+        engine.deadlines_sweep(now=past_deadline(scenario, "authorize"))
+
+    assert engine.reply_apply(late.succeed(payment_id=1)) == "stale"
+    assert scenario.step("authorize").status == "compensating"
+    scenario.expect_command("payments.void")
+
+
+def test_the_pivot_is_never_failed_by_a_deadline_it_is_sent_again():
+    scenario = (
+        given(PLACE_ORDER, place_order_context())
+        .succeed("inventory.reserve", "payments.authorize", "shipping.create")
+        .expect_command("payments.capture")
+    )
+    for _ in range(PLACE_ORDER.steps[3].resends + 1):
+        engine.deadlines_sweep(now=past_deadline(scenario, "capture"))
+
+    scenario.expect_command("payments.capture", attempt=2)
+    assert scenario.step("capture").status == "running"
+    assert scenario.compensations_sent == []
+
+
+def test_a_compensation_that_never_answers_leaves_the_saga_for_an_operator():
+    scenario = (
+        given(PLACE_ORDER, place_order_context())
+        .expect_command("inventory.reserve").reply_success()
+        .expect_command("payments.authorize").reply_failure("payment_declined")
+        .expect_command("inventory.release")
+    )
+    for _ in range(PLACE_ORDER.steps[0].resends + 1):
+        engine.deadlines_sweep(now=past_deadline(scenario, "reserve_stock"))
+
+    scenario.expect_status("compensation_failed")
+    assert scenario.step("reserve_stock").status == "compensation_failed"
+
+
+def test_an_operator_retry_resumes_a_failed_compensation_and_finishes_it():
+    scenario = (
+        given(PLACE_ORDER, place_order_context())
+        .expect_command("inventory.reserve").reply_success()
+        .expect_command("payments.authorize").reply_success()
+        .expect_command("shipping.create").reply_failure("address_unsupported")
+        .expect_command("payments.void").reply_failure("retries_exhausted")
+        .expect_status("compensation_failed")
+    )
+
+    engine.saga_retry(saga_id=scenario.saga_id)
+
+    (
+        scenario.expect_command("payments.void", attempt=2).reply_success()
+        .expect_command("inventory.release").reply_success()
+        .expect_status("compensated", failure_reason="address_unsupported")
+    )
+
+
+def test_only_a_saga_whose_compensation_failed_can_be_retried():
+    scenario = given(PLACE_ORDER, place_order_context()).expect_command("inventory.reserve")
+
+    with pytest.raises(engine.SagaNotRetriable):
+        engine.saga_retry(saga_id=scenario.saga_id)
+
+
+def test_every_command_carries_its_steps_retry_policy_and_a_deadline_that_covers_it():
+    scenario = (
+        given(PLACE_ORDER, place_order_context())
+        .expect_command("inventory.reserve").reply_success()
+        .expect_command("payments.authorize")
+    )
+    command = scenario.command
+    authorize = PLACE_ORDER.steps[1]
+
+    assert command.retry_policy == authorize.retry
+    assert scenario.step("authorize").deadline_at >= later(authorize.deadline + authorize.retry.budget() - 1)
