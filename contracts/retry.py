@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass
 
 from .envelope import MalformedMessage
 
+# RabbitMQ holds a retry's delay (Celery's native delayed delivery) in whole seconds; a delay
+# under one second cannot be held there, so none is shorter.
+MIN_DELAY = 1.0
+
 
 @dataclass(frozen=True)
 class Retry:
@@ -29,12 +33,13 @@ class Retry:
     def delay(self, retries_so_far: int) -> float:
         """Seconds to wait before the next try, after `retries_so_far` retries."""
         base = min(self.initial * self.coefficient**retries_so_far, self.maximum)
-        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+        return max(MIN_DELAY, base * (1 + random.uniform(-self.jitter, self.jitter)))
 
     def budget(self) -> float:
         """The longest all retries can wait in total: what a deadline must leave room for."""
         return sum(
-            min(self.initial * self.coefficient**n, self.maximum) * (1 + self.jitter) for n in range(self.attempts - 1)
+            max(MIN_DELAY, min(self.initial * self.coefficient**n, self.maximum) * (1 + self.jitter))
+            for n in range(self.attempts - 1)
         )
 
     def retries(self, error_name: str) -> bool:

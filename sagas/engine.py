@@ -50,7 +50,7 @@ class Step:
     resends: int = 2
     # Compensations retry until they succeed, within this budget; past it the saga needs an operator.
     compensation_retry: Retry = field(
-        default_factory=lambda: Retry(attempts=5, initial=0.3, coefficient=2.0, maximum=2.0)
+        default_factory=lambda: Retry(attempts=5, initial=1.0, coefficient=2.0, maximum=4.0)
     )
 
     def timeout(self, *, compensation: bool) -> float:

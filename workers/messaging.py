@@ -144,7 +144,7 @@ def _retry_or_give_up(task, command, exc):
     if policy.retries(error) and retries + 1 < attempts:
         delay = policy.delay(retries)
         log.warning("transient failure, retry %d/%d in %.2fs: %s: %s", retries + 1, attempts - 1, delay, error, exc)
-        raise task.retry(exc=exc, countdown=delay, max_retries=None)
+        raise task.retry(exc=exc, countdown=delay, max_retries=attempts)
     reason = f"retries exhausted after {retries + 1} attempts: {error}: {exc}"
     send_reply(command.fail("retries_exhausted", reason))
     dead_letter(task.request.id, reason)

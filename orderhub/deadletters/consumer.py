@@ -38,4 +38,9 @@ class Archiver(ConsumerMixin):
             time.sleep(1)
             message.requeue()
             return
+        except Exception:
+            # A bug in the archiver must not lose the message nor stop the others: keep it where it
+            # is (unacked messages go back to the queue when this process restarts) and go on.
+            log.exception("could not archive a dead letter; it stays in %s", queue_name)
+            return
         message.ack()

@@ -40,6 +40,8 @@ def _death(headers, queue):
 def deadletter_archive(*, body: bytes, headers: dict, properties: dict, dlq: str) -> DeadLetter:
     """Keep one dead-lettered message. The same message dying again in the same queue updates
     its row (death count, reason) instead of adding one."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
     original_queue = dlq.removesuffix(".dlq")
     queue, rabbit_reason, deaths = _death(headers, original_queue)
     key = message_key(headers=headers, properties=properties, body=body)

@@ -11,7 +11,7 @@ from contracts import Command
 from orderhub import topology
 from orderhub.bus import publish
 from orderhub.celery import app
-from orderhub.orders.models import Order
+from orderhub.deadletters.models import DeadLetter
 from sagas import outbox
 from sagas.models import OutboxMessage
 from tests.conftest import eventually
@@ -74,23 +74,31 @@ def test_a_crash_between_commit_and_publish_is_repaired_by_the_relay(live, monke
     assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()
 
 
-def test_a_malformed_message_is_dead_lettered_and_the_worker_keeps_serving(live):
+def test_malformed_messages_are_archived_with_their_reason_and_the_worker_keeps_serving(live):
     sku = product(stock=10)
-    before = queue_depth("inventory.commands.dlq")[0]
+    not_a_task, bad_envelope, not_json = (str(uuid.uuid4()) for _ in range(3))
     with Connection(app.conf.broker_url) as connection:
         producer = connection.Producer()
-        # Not a Celery task at all, then a task whose body breaks the contract, then bytes that
-        # claim to be JSON and are not.
-        producer.publish({"hello": "world"}, exchange=topology.EXCHANGE.name, routing_key="inventory.reserve")
-        publish("inventory.reserve", {"type": "inventory.reserve", "payload": "nope"}, message_id=str(uuid.uuid4()))
+        producer.publish({"hello": "world"}, exchange=topology.EXCHANGE.name, routing_key="inventory.reserve",
+                         message_id=not_a_task)
         producer.publish(b"{not json", exchange=topology.EXCHANGE.name, routing_key="inventory.reserve",
                          content_type="application/json", content_encoding="utf-8",
-                         headers={"task": "inventory.reserve", "id": str(uuid.uuid4())})
+                         headers={"task": "inventory.reserve", "id": not_json})
+    publish("inventory.reserve", {"type": "inventory.reserve", "payload": "nope"}, message_id=bad_envelope)
 
-    eventually(lambda: queue_depth("inventory.commands.dlq")[0] == before + 3, timeout=10,
-               message="three dead letters")
+    letters = eventually(lambda: archived(not_a_task, bad_envelope, not_json), timeout=15,
+                         message="three archived dead letters")
+    assert letters[not_a_task].reason == "malformed: not a task message (no task header)"
+    assert letters[bad_envelope].reason.startswith("malformed: command: missing")
+    assert letters[not_json].reason.startswith("malformed: cannot decode the body")
+    assert {letter.queue for letter in letters.values()} == {"inventory.commands"}
     order = wait_ended(place(api_client(), sku=sku)["id"])
     assert order.status == "completed"
+
+
+def archived(*keys):
+    letters = {letter.message_key: letter for letter in DeadLetter.objects.filter(message_key__in=keys)}
+    return letters if len(letters) == len(keys) else None
 
 
 def queue_depth(name):
