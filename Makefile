@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_VHOST := orderhub_test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test demo venv services databases topology clean unit integration
+.PHONY: run test demo chaos venv services databases topology clean unit integration
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ unit: venv
 
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+# N orders (default 1000) while workers and orchestrators are SIGKILLed, RabbitMQ restarts and
+# PostgreSQL backends are terminated; then the invariants. Its own databases (chaos_*) and vhost.
+ORDERS ?= 1000
+chaos: venv services
+	$(BIN)/python -m tests.chaos.run --orders $(ORDERS) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -46,17 +46,11 @@ worker_send_task_events = True
 task_send_sent_event = True
 worker_hijack_root_logger = False
 
+# Ticks go to saga.ticks, which drops stale ones (a message TTL) instead of dead-lettering them;
+# a per-task `expires` would make RabbitMQ dead-letter every tick that waited too long.
 beat_schedule = {
-    "relay-outbox": {
-        "task": "saga.control.relay_outbox",
-        "schedule": settings.OUTBOX_RELAY_INTERVAL,
-        "options": {"expires": max(settings.OUTBOX_RELAY_INTERVAL * 2, 5)},
-    },
-    "sweep-deadlines": {
-        "task": "saga.control.sweep_deadlines",
-        "schedule": settings.DEADLINE_SWEEP_INTERVAL,
-        "options": {"expires": max(settings.DEADLINE_SWEEP_INTERVAL * 2, 5)},
-    },
+    "relay-outbox": {"task": "saga.tick.relay_outbox", "schedule": settings.OUTBOX_RELAY_INTERVAL},
+    "sweep-deadlines": {"task": "saga.tick.sweep_deadlines", "schedule": settings.DEADLINE_SWEEP_INTERVAL},
 }
 
 

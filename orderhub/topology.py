@@ -22,6 +22,10 @@ DEAD_LETTER_EXCHANGE = Exchange("orderhub.dlx", type="direct", durable=True)
 DOMAINS = ("inventory", "payments", "shipping", "notifications")
 REPLIES_QUEUE = "saga.replies"
 CONTROL_QUEUE = "saga.control"
+# Beat's periodic ticks (outbox relay, deadline sweep). A tick is worthless once the next one is
+# due, so the queue drops ticks older than TICK_TTL_MS and does not dead-letter them.
+TICKS_QUEUE = "saga.ticks"
+TICK_TTL_MS = 30_000
 REPLY_TYPE = "saga.reply"
 
 # A message redelivered this many times (its consumer crashed on it each time) is poison:
@@ -32,10 +36,15 @@ DELIVERY_LIMIT = 10
 QUEUE_BINDINGS = {f"{domain}.commands": f"{domain}.*" for domain in DOMAINS} | {
     REPLIES_QUEUE: REPLY_TYPE,
     CONTROL_QUEUE: "saga.control.#",
+    TICKS_QUEUE: "saga.tick.#",
 }
+# Queues whose messages go to a dead-letter queue when rejected; every queue but the ticks.
+DEAD_LETTERED = [name for name in QUEUE_BINDINGS if name != TICKS_QUEUE]
 
 
 def queue_arguments(name):
+    if name == TICKS_QUEUE:
+        return {"x-queue-type": "quorum", "x-message-ttl": TICK_TTL_MS}
     # Quorum queues: replicated, delivery-limit catches poison, and at-least-once dead-lettering
     # (which needs overflow=reject-publish) so nothing is lost on the way to the DLQ.
     # https://www.rabbitmq.com/docs/quorum-queues#dead-lettering
@@ -71,10 +80,7 @@ def celery_queues():
 
 
 def dead_letter_queues():
-    return [
-        Queue(dlq_name(name), DEAD_LETTER_EXCHANGE, routing_key=name, durable=True)
-        for name in QUEUE_BINDINGS
-    ]
+    return [Queue(dlq_name(name), DEAD_LETTER_EXCHANGE, routing_key=name, durable=True) for name in DEAD_LETTERED]
 
 
 def declare(connection: Connection):

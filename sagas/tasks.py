@@ -29,17 +29,27 @@ def receive_reply(self, body):
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from None
 
 
-@shared_task(name="saga.control.relay_outbox", ignore_result=True)
+# The sweeps run again in a second or two: a lost database connection skips one run, no more
+# (it must not fail the task, which would dead-letter a harmless periodic message).
+@shared_task(name="saga.tick.relay_outbox", ignore_result=True)
 def relay_outbox():
-    published = outbox.relay(older_than=settings.OUTBOX_RELAY_GRACE)
+    try:
+        published = outbox.relay(older_than=settings.OUTBOX_RELAY_GRACE)
+    except TRANSIENT_DB_ERRORS as exc:
+        log.warning("outbox relay skipped this run: %r", exc)
+        return 0
     if published:
         log.info("outbox relay published %d missed commands", published)
     return published
 
 
-@shared_task(name="saga.control.sweep_deadlines", ignore_result=True)
+@shared_task(name="saga.tick.sweep_deadlines", ignore_result=True)
 def sweep_deadlines():
-    handled = engine.deadlines_sweep()
+    try:
+        handled = engine.deadlines_sweep()
+    except TRANSIENT_DB_ERRORS as exc:
+        log.warning("deadline sweep skipped this run: %r", exc)
+        return 0
     if handled:
         log.info("deadline sweep acted on %d steps", handled)
     return handled

@@ -14,6 +14,7 @@ from celery import shared_task
 from celery.exceptions import Reject
 from django.apps import apps
 from django.db import IntegrityError, InterfaceError, OperationalError, models, transaction
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from contracts import Command, MalformedMessage, Reply
 from orderhub.bus import publish
@@ -37,6 +38,7 @@ class TransientError(Exception):
 
 # Lost connections and a concurrent insert of the same business key resolve on a retry.
 TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError, IntegrityError)
+BROKER_ERRORS = (KombuOperationalError, ConnectionError, TimeoutError)
 
 
 class InboxMessage(models.Model):
@@ -132,7 +134,11 @@ def run_command(task, body):
         reply = handle(command)
     except TRANSIENT_ERRORS as exc:
         reply = _retry_or_give_up(task, command, exc)
-    send_reply(reply)
+    try:
+        send_reply(reply)
+    except BROKER_ERRORS as exc:
+        # The reply is durable in the inbox: the retry finds it there and sends it again.
+        raise task.retry(exc=exc, countdown=1, max_retries=INFRASTRUCTURE_ATTEMPTS) from None
     return reply.outcome
 
 

@@ -1,10 +1,7 @@
-"""Real processes for integration tests: the orchestrator, four domain workers and beat, started as
-subprocesses against pytest-django's test databases, the real RabbitMQ (its own vhost) and Redis."""
+"""Real processes for integration tests: the orchestrator, four domain workers, beat and the
+dead-letter archiver, started as subprocesses against pytest-django's test databases, the real
+RabbitMQ (its own vhost) and Redis."""
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,71 +10,21 @@ from django.conf import settings
 from orderhub import topology
 from orderhub.celery import app
 from tests.conftest import eventually
+from tests.support.cluster import ROOT, WORKERS, Cluster
 
-ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = ROOT / "var" / "test-logs"
-
-CELERY = [sys.executable, "-m", "celery", "-A", "orderhub"]
-PROCESSES = {
-    "orchestrator": ["worker", "-Q", "saga.replies,saga.control", "-P", "solo"],
-    "inventory": ["worker", "-Q", "inventory.commands", "-P", "solo"],
-    "payments": ["worker", "-Q", "payments.commands", "-P", "solo"],
-    "shipping": ["worker", "-Q", "shipping.commands", "-P", "solo"],
-    "notifications": ["worker", "-Q", "notifications.commands", "-P", "solo"],
-}
+PROCESSES = WORKERS  # the Celery workers, each started once as <name>-1
 
 
-class Cluster:
-    """The running processes; tests may kill and restart them."""
-
-    def __init__(self, env):
-        self.env = env
-        self.procs = {}
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-
-    def start(self, name, *, index=1):
-        key = f"{name}-{index}"
-        if name == "beat":
-            command = CELERY + ["beat", "-s", str(LOG_DIR / "celerybeat-schedule"), "--pidfile=", "-l", "INFO"]
-        elif name == "deadletters":
-            command = [sys.executable, "manage.py", "deadletters", "consume"]
-        else:
-            command = CELERY + PROCESSES[name] + ["-n", f"{key}@%h", "--without-gossip", "--without-mingle", "-l", "INFO"]
-        log = open(LOG_DIR / f"{key}.log", "ab")
-        self.procs[key] = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        return key
-
+class TestCluster(Cluster):
     def wait_ready(self, keys, timeout=60):
-        names = {f"{key}@{os.uname().nodename}" for key in keys if key.rsplit("-", 1)[0] in PROCESSES}
-
-        def all_answer():
-            replies = app.control.ping(timeout=0.5) or []
-            return names <= {name for reply in replies for name in reply}
-
-        eventually(all_answer, timeout=timeout, interval=0.2, message=f"workers {sorted(names)} to answer a ping")
-
-    def kill(self, key, sig=signal.SIGKILL):
-        proc = self.procs.pop(key)
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=30)
+        eventually(lambda: self.answering(app, keys), timeout=timeout, interval=0.2,
+                   message=f"workers {sorted(self.worker_names(keys))} to answer a ping")
 
     def restart(self, key):
-        name, index = key.rsplit("-", 1)
-        self.kill(key)
-        new_key = self.start(name, index=int(index))
+        new_key = super().restart(key)
         self.wait_ready([new_key])
         return new_key
-
-    def stop_all(self):
-        for key in list(self.procs):
-            proc = self.procs.pop(key)
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def purge_all_queues():
@@ -86,6 +33,7 @@ def purge_all_queues():
         channel = connection.channel()
         for name in topology.QUEUE_BINDINGS:
             channel.queue_purge(name)
+        for name in topology.DEAD_LETTERED:
             channel.queue_purge(topology.dlq_name(name))
         channel.close()
 
@@ -103,8 +51,8 @@ def cluster(django_db_setup, django_db_blocker):
         "ORDERHUB_SANDBOX_SLOW_SECONDS": "12",
         "PYTHONUNBUFFERED": "1",
     }
-    running = Cluster(env)
-    keys = [running.start(name) for name in PROCESSES]
+    running = TestCluster(env, Path(LOG_DIR))
+    keys = [running.start(name) for name in WORKERS]
     running.start("beat")
     running.start("deadletters")
     try:

@@ -72,7 +72,7 @@ def test_worker_consumes_the_same_queues_as_the_procfile(name):
 
 
 def test_orchestrator_consumes_saga_replies_and_control():
-    assert _option(_argv(SERVICES["orchestrator"]["command"]), "-Q") == "saga.replies,saga.control"
+    assert _option(_argv(SERVICES["orchestrator"]["command"]), "-Q") == "saga.replies,saga.control,saga.ticks"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)

@@ -1,0 +1,540 @@
+"""The chaos suite (`make chaos`): orders through the REST API while processes die, then invariants.
+
+It builds its own world: databases `chaos_*`, the RabbitMQ vhost `orderhub_chaos`, Redis db 2; it
+starts the api, two orchestrators, two or more workers per domain, beat and the dead-letter
+archiver; places N orders with every sandbox token and address through the REST API (retrying
+with the same Idempotency-Key when a request fails), cancels some, publishes malformed messages
+onto domain queues, and meanwhile SIGKILLs a random worker or orchestrator every few seconds and
+restarts it, restarts RabbitMQ once and terminates every PostgreSQL backend once. Then it waits
+for quiet and checks the invariants I1-I6, prints a table, and exits 1 on any violation.
+
+Everything is on this machine (loopback only) and bounded: N orders, and a time limit.
+"""
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+VHOST = "orderhub_chaos"
+DB_PREFIX = "chaos_"
+TERMINAL = {"completed", "failed", "cancelled", "needs_attention"}
+
+# scenario -> (weight, payment token, country, scarce sku)
+SCENARIOS = {
+    "ok": (46, "tok_ok", "GB", False),
+    "cancel": (4, "tok_ok", "GB", False),
+    "declined": (6, "tok_declined", "GB", False),
+    "insufficient_funds": (5, "tok_insufficient_funds", "GB", False),
+    "flaky": (10, "tok_flaky", "GB", False),
+    "ambiguous": (8, "tok_ambiguous", "GB", False),
+    "slow": (1, "tok_slow", "GB", False),
+    "void_fails": (5, "tok_void_fails", "GB", False),
+    "void_broken": (2, "tok_void_broken", "GB", False),
+    "address_unsupported": (6, "tok_ok", "AQ", False),
+    "scarce": (7, "tok_ok", "GB", True),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=8.0, help="orders placed per second")
+    parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between SIGKILLs")
+    parser.add_argument("--poison", type=int, default=5, help="malformed messages to inject")
+    parser.add_argument("--workers-per-domain", type=int, default=2)
+    parser.add_argument("--no-broker-restart", action="store_true")
+    parser.add_argument("--no-db-terminate", action="store_true")
+    parser.add_argument("--settle-timeout", type=float, default=240.0)
+    parser.add_argument("--time-limit", type=float, default=600.0, help="the whole run, seconds")
+    parser.add_argument("--seed", type=int, default=None)
+    return parser.parse_args(argv)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def chaos_env():
+    broker = os.environ.get("ORDERHUB_CHAOS_BROKER_URL", f"amqp://guest:guest@127.0.0.1:5672/{VHOST}")
+    return os.environ | {
+        "DJANGO_SETTINGS_MODULE": "orderhub.settings",
+        "ORDERHUB_DB_PREFIX": DB_PREFIX,
+        "ORDERHUB_BROKER_URL": broker,
+        "ORDERHUB_REDIS_URL": os.environ.get("ORDERHUB_CHAOS_REDIS_URL", "redis://127.0.0.1:6379/2"),
+        "ORDERHUB_OUTBOX_RELAY_INTERVAL": "0.5",
+        "ORDERHUB_OUTBOX_RELAY_GRACE": "1.0",
+        "ORDERHUB_DEADLINE_SWEEP_INTERVAL": "0.5",
+        "ORDERHUB_SANDBOX_SLOW_SECONDS": "11",
+        "ORDERHUB_THROTTLE_RATE": "1000000/min",
+        "ORDERHUB_API_BIND": f"127.0.0.1:{free_port()}",
+        "ORDERHUB_API_WORKERS": "2",
+        "ORDERHUB_LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def say(message):
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- the world --------------------------------------------------------------------------------
+def reset_world(env):
+    """Fresh vhost (through RabbitMQ's management API), fresh databases."""
+    from django.conf import settings
+
+    api = settings.RABBITMQ_MANAGEMENT_URL.rstrip("/")
+    requests.delete(f"{api}/vhosts/{VHOST}", timeout=30)
+    requests.put(f"{api}/vhosts/{VHOST}", timeout=30).raise_for_status()
+    requests.put(f"{api}/permissions/{VHOST}/guest", json={"configure": ".*", "write": ".*", "read": ".*"},
+                 timeout=30).raise_for_status()
+    manage = [sys.executable, "manage.py"]
+    subprocess.run(manage + ["setup_databases"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    for alias in ("default", "inventory", "payments", "shipping", "notifications"):
+        subprocess.run(manage + ["flush", "--no-input", "--database", alias], cwd=ROOT, env=env, check=True)
+    subprocess.run(manage + ["declare_topology"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def seed(rng):
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from orderhub.orders.models import Product
+    from workers.inventory.models import StockItem
+
+    initial = {}
+    for i in range(20):
+        sku = f"CH-{i:03d}"
+        Product.objects.create(sku=sku, name=f"Chaos item {i}", price=Decimal(rng.randint(100, 9999)) / 100)
+        StockItem.objects.create(sku=sku, available=2000)
+        initial[sku] = 2000
+    Product.objects.create(sku="CH-SCARCE", name="Scarce item", price=Decimal("42.00"))
+    StockItem.objects.create(sku="CH-SCARCE", available=10)
+    initial["CH-SCARCE"] = 10
+    client = get_user_model().objects.create(username=f"chaos-{uuid.uuid4().hex[:6]}")
+    return initial, Token.objects.create(user=client).key
+
+
+def start_cluster(env, args):
+    from tests.support.cluster import WORKERS, Cluster
+
+    cluster = Cluster(env, ROOT / "var" / "chaos-logs")
+    for log in cluster.log_dir.glob("*.log"):
+        log.unlink()
+    victims = []
+    for name in WORKERS:
+        count = 2 if name == "orchestrator" else args.workers_per_domain + (1 if name == "payments" else 0)
+        victims += [cluster.start(name, index=i) for i in range(1, count + 1)]
+    for name in ("api", "beat", "deadletters"):
+        cluster.start(name)
+    return cluster, victims
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.5)
+    say(f"gave up waiting for {what} after {timeout:.0f}s")
+    return False
+
+
+# --- the load ---------------------------------------------------------------------------------
+class Client:
+    def __init__(self, base, token):
+        self.base = base
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Token {token}"
+
+    def call(self, method, path, *, attempts=60, **kwargs):
+        """Retry through outages; the Idempotency-Key makes a retried POST safe."""
+        for _ in range(attempts):
+            try:
+                response = self.session.request(method, self.base + path, timeout=30, **kwargs)
+                if response.status_code < 500:
+                    return response
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{method} {path} kept failing")
+
+
+def order_body(rng, scenario, skus):
+    _, token, country, scarce = SCENARIOS[scenario]
+    lines = rng.sample(skus, rng.randint(1, 3))
+    items = [{"sku": sku, "quantity": rng.randint(1, 3)} for sku in lines]
+    if scarce:
+        items = [{"sku": "CH-SCARCE", "quantity": 2}]
+    return {
+        "items": items,
+        "payment_token": token,
+        "shipping_address": {"name": "Chaos Monkey", "line1": "1 Loop Rd", "city": "Localhost",
+                             "postal_code": "127001", "country": country},
+    }
+
+
+def place_orders(client, args, rng, skus):
+    names = list(SCENARIOS)
+    weights = [SCENARIOS[name][0] for name in names]
+    plan = [(rng.choices(names, weights)[0], str(uuid.uuid4())) for _ in range(args.orders)]
+    bodies = [order_body(rng, scenario, skus) for scenario, _ in plan]
+    placed = {}
+    started = time.monotonic()
+
+    def place(i):
+        time.sleep(max(0.0, started + i / args.rate - time.monotonic()))
+        scenario, key = plan[i]
+        response = client.call("POST", "/api/orders/", json=bodies[i], headers={"Idempotency-Key": key})
+        if response.status_code != 202:
+            raise RuntimeError(f"order {i} refused: {response.status_code} {response.text}")
+        order_id = response.json()["id"]
+        if scenario == "cancel":
+            client.call("POST", f"/api/orders/{order_id}/cancel/")
+        placed[order_id] = scenario
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(place, range(args.orders)))
+    return placed
+
+
+def inject_poison(env, count, rng):
+    """Malformed messages straight onto domain queues; returns their keys."""
+    from kombu import Connection
+
+    from orderhub import topology
+
+    keys = []
+    with Connection(env["ORDERHUB_BROKER_URL"]) as connection:
+        producer = connection.Producer()
+        for _ in range(count):
+            key = str(uuid.uuid4())
+            domain = rng.choice(topology.DOMAINS)
+            producer.publish({"poison": True, "n": len(keys)}, exchange=topology.EXCHANGE.name,
+                             routing_key=f"{domain}.reserve", message_id=key, retry=True)
+            keys.append(key)
+    return keys
+
+
+def poison_during(env, args, rng, started, keys):
+    """Inject the malformed messages at random moments while orders are being placed."""
+    for at in sorted(rng.uniform(0, args.orders / args.rate) for _ in range(args.poison)):
+        time.sleep(max(0.0, started + at - time.monotonic()))
+        keys.extend(inject_poison(env, 1, rng))
+
+
+def api_healthy(client):
+    try:
+        return client.session.get(client.base + "/health/", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+# --- the chaos --------------------------------------------------------------------------------
+class Monkey(threading.Thread):
+    """SIGKILLs a random worker or orchestrator every few seconds and restarts it; restarts
+    RabbitMQ once (30% into the planned placing time) and terminates the PostgreSQL backends once
+    (at 60%), each on its own timer so the kills go on meanwhile."""
+
+    def __init__(self, cluster, victims, args, rng, stop):
+        super().__init__(daemon=True)
+        self.cluster, self.victims, self.args, self.rng, self.stop = cluster, victims, args, rng, stop
+        self.kills = Counter()
+        self.broker_restarted = "skipped" if args.no_broker_restart else "pending"
+        self.db_terminated = "skipped" if args.no_db_terminate else "pending"
+        self.errors = []
+        planned = args.orders / args.rate
+        self.timers = []
+        if not args.no_broker_restart:
+            self.timers.append(threading.Timer(planned * 0.3, self._once, ("broker_restarted", restart_broker)))
+        if not args.no_db_terminate:
+            self.timers.append(threading.Timer(planned * 0.6, self._once, ("db_terminated", terminate_backends)))
+
+    def _once(self, attribute, fault):
+        try:
+            setattr(self, attribute, fault())
+        except Exception as exc:  # report it in the table rather than crash the run
+            setattr(self, attribute, f"failed: {exc!r}")
+
+    def run(self):
+        for timer in self.timers:
+            timer.start()
+        while not self.stop.wait(self.args.kill_every):
+            try:
+                victim = self.rng.choice(self.victims)
+                self.cluster.restart(victim)
+                self.kills[victim.rsplit("-", 1)[0]] += 1
+            except Exception as exc:  # keep the monkey going; report what failed
+                self.errors.append(repr(exc))
+
+    def finish(self):
+        self.stop.set()
+        self.join()
+        for timer in self.timers:
+            timer.join()
+
+
+def restart_broker():
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        return "skipped: rabbitmqctl not on this machine"
+    say("restarting RabbitMQ (stop_app, start_app)")
+    subprocess.run([ctl, "stop_app"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([ctl, "start_app"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([ctl, "await_startup"], check=True, stdout=subprocess.DEVNULL)
+    return "done"
+
+
+def terminate_backends():
+    from django.db import connection
+
+    say("terminating every PostgreSQL backend of the chaos databases")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname LIKE %s AND pid <> pg_backend_pid()", [DB_PREFIX + "%"],
+        )
+        count = cursor.fetchone()[0]
+    say(f"terminated {count} PostgreSQL backends")
+    return f"done ({count} backends)"
+
+
+# --- quiet and the invariants -----------------------------------------------------------------
+def settled(order_ids):
+    from django.db import close_old_connections
+
+    from orderhub.orders.models import Order
+    from sagas.models import OutboxMessage
+
+    close_old_connections()
+    open_orders = Order.objects.filter(id__in=order_ids).exclude(status__in=TERMINAL).count()
+    return open_orders == 0 and not OutboxMessage.objects.filter(published_at__isnull=True).exists()
+
+
+def dead_letter_queues_empty(env):
+    from django.conf import settings
+
+    api = settings.RABBITMQ_MANAGEMENT_URL.rstrip("/")
+    queues = requests.get(f"{api}/queues/{VHOST}", timeout=10).json()
+    return all(q.get("messages", 0) == 0 for q in queues if q["name"].endswith(".dlq"))
+
+
+def expected_dead_letters(placed, poison_keys):
+    """The message keys the archive must hold: the injected malformed messages and the void of
+    every tok_void_broken order whose compensation failed (its retries are exhausted by design)."""
+    from orderhub.orders.models import Order
+    from sagas.models import SagaEvent
+
+    broken = Order.objects.filter(id__in=[oid for oid, name in placed.items() if name == "void_broken"],
+                                  status="needs_attention").values_list("saga_id", flat=True)
+    voids = SagaEvent.objects.filter(kind="command", message_type="payments.void", saga_id__in=list(broken))
+    return set(poison_keys) | {str(m) for m in voids.values_list("message_id", flat=True)}
+
+
+def archive_caught_up(env, placed, poison_keys):
+    from django.db import close_old_connections
+
+    from orderhub.deadletters.models import DeadLetter
+
+    close_old_connections()
+    archived = set(DeadLetter.objects.values_list("message_key", flat=True))
+    return expected_dead_letters(placed, poison_keys) <= archived and dead_letter_queues_empty(env)
+
+
+def check_invariants(placed, initial, poison_keys):
+    from django.db.models import Count, Sum
+
+    from orderhub.deadletters.models import DeadLetter
+    from orderhub.orders.models import Order
+    from sagas.models import OutboxMessage, SagaEvent, SagaInstance, SagaStep
+    from workers.inventory.models import Inbox as InventoryInbox
+    from workers.inventory.models import Reservation, StockItem
+    from workers.notifications.models import Inbox as NotificationsInbox
+    from workers.notifications.models import Notification
+    from workers.payments.models import Inbox as PaymentsInbox
+    from workers.payments.models import Payment, ProviderCharge
+    from workers.shipping.models import Inbox as ShippingInbox
+    from workers.shipping.models import Shipment
+
+    orders = {str(o.id): o for o in Order.objects.filter(id__in=list(placed))}
+    sagas = {str(s.id): s for s in SagaInstance.objects.all()}
+    results = []
+
+    # I1: every order ended; needs_attention only for tok_void_broken.
+    problems = [f"{oid} {o.status}" for oid, o in orders.items() if o.status not in TERMINAL]
+    problems += [f"{oid} needs_attention ({placed[oid]})" for oid, o in orders.items()
+                 if o.status == "needs_attention" and placed[oid] != "void_broken"]
+    problems += [f"{len(placed) - len(orders)} placed orders are missing"] if len(orders) != len(placed) else []
+    results.append(("I1", "every order ended; needs_attention only for tok_void_broken", problems))
+
+    # I2: initial stock = available + reserved by open sagas + shipped (reservations of completed).
+    open_or_shipped = {"completed", "running", "compensating", "compensation_failed"}
+    held = defaultdict(int)
+    problems = []
+    for reservation in Reservation.objects.filter(status="reserved"):
+        saga = sagas.get(str(reservation.saga_id))
+        if saga is None or saga.status not in open_or_shipped:
+            problems.append(f"reservation of saga {reservation.saga_id} ({saga and saga.status}) is still held")
+        for line in reservation.lines:
+            held[line["sku"]] += line["quantity"]
+    for item in StockItem.objects.all():
+        if item.available < 0 or initial[item.sku] != item.available + held[item.sku]:
+            problems.append(f"{item.sku}: initial {initial[item.sku]} != available {item.available} + held "
+                            f"{held[item.sku]}")
+    results.append(("I2", "stock: initial = available + reserved by open sagas + shipped", problems))
+
+    # I3: captured = totals of completed orders; one capture and one authorization per order; the
+    # provider's ledger agrees with the payments service.
+    completed_total = sum((o.total for o in orders.values() if o.status == "completed"), Decimal("0"))
+    captured = Payment.objects.filter(status="captured").aggregate(s=Sum("amount"))["s"] or Decimal("0")
+    ledger = ProviderCharge.objects.filter(status="captured").aggregate(s=Sum("amount"))["s"] or Decimal("0")
+    problems = []
+    if not (captured == ledger == completed_total):
+        problems.append(f"captured {captured}, provider ledger {ledger}, completed orders {completed_total}")
+    per_saga = Counter(key.split(":")[0] for key in ProviderCharge.objects.values_list("idempotency_key", flat=True))
+    problems += [f"saga {saga} has {n} provider authorizations" for saga, n in per_saga.items() if n > 1]
+    payment_refs = set(Payment.objects.filter(status="captured").values_list("provider_ref", flat=True))
+    ledger_refs = set(ProviderCharge.objects.filter(status="captured").values_list("ref", flat=True))
+    if payment_refs != ledger_refs:
+        problems.append(f"captured refs differ: {len(payment_refs ^ ledger_refs)}")
+    completed_sagas = {str(o.saga_id) for o in orders.values() if o.status == "completed"}
+    captured_sagas = {str(s) for s in Payment.objects.filter(status="captured").values_list("saga_id", flat=True)}
+    if captured_sagas != completed_sagas:
+        problems.append(f"{len(captured_sagas ^ completed_sagas)} sagas captured without completing or vice versa")
+    results.append(("I3", "captured = completed totals; one capture/authorization per order; ledger agrees",
+                    problems))
+
+    # I4: every outbox row published; no saga waits on a command that was never sent.
+    problems = [f"{n} outbox rows unpublished"
+                for n in [OutboxMessage.objects.filter(published_at__isnull=True).count()] if n]
+    waiting = SagaStep.objects.filter(status__in=["running", "compensating"]).values_list("message_id", flat=True)
+    sent = set(OutboxMessage.objects.filter(published_at__isnull=False).values_list("id", flat=True))
+    problems += [f"step waits on unsent {m}" for m in waiting if m not in sent]
+    results.append(("I4", "every outbox row published; no saga waits on an unsent command", problems))
+
+    # I5: every command had at most one effect.
+    problems = []
+    for model in (Reservation, Payment, Shipment, Notification):
+        dupes = model.objects.values("saga_id").annotate(n=Count("id")).filter(n__gt=1).count()
+        if dupes:
+            problems.append(f"{dupes} sagas with more than one {model.__name__}")
+    for inbox in (InventoryInbox, PaymentsInbox, ShippingInbox, NotificationsInbox):
+        unanswered = inbox.objects.filter(reply__isnull=True).count()
+        if unanswered:
+            problems.append(f"{unanswered} {inbox._meta.app_label} inbox rows without a reply")
+    for order in orders.values():
+        if order.status == "completed":
+            saga = order.saga_id
+            counts = (Reservation.objects.filter(saga_id=saga, status="reserved").count(),
+                      Shipment.objects.filter(saga_id=saga, status="created").count(),
+                      Notification.objects.filter(saga_id=saga).count())
+            if counts != (1, 1, 1):
+                problems.append(f"completed order {order.id}: reservation/shipment/notification {counts}")
+    results.append(("I5", "every command had at most one effect", problems))
+
+    # I6: the archive holds exactly the poison the suite injected: the malformed messages, and the
+    # voids of tok_void_broken orders, which exhaust their retries by design.
+    exhausted_voids = expected_dead_letters(placed, [])
+    archived = set(DeadLetter.objects.values_list("message_key", flat=True))
+    expected = set(poison_keys) | exhausted_voids
+    problems = []
+    if archived != expected:
+        problems.append(f"unexpected: {sorted(archived - expected)[:5]} missing: {sorted(expected - archived)[:5]}")
+    results.append(("I6", f"dead-letter archive = injected poison ({len(poison_keys)} malformed + "
+                          f"{len(exhausted_voids)} broken voids)", problems))
+    return results
+
+
+def print_table(results, outcomes, facts):
+    print()
+    print(f"{'':4}{'invariant':78} result")
+    for code, title, problems in results:
+        print(f"{code:4}{title:78} {'ok' if not problems else f'VIOLATED ({len(problems)})'}")
+        for problem in problems[:5]:
+            print(f"{'':8}{problem}")
+    print()
+    for name, value in facts:
+        print(f"  {name:28} {value}")
+    print(f"  {'outcomes':28} {dict(sorted(outcomes.items()))}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    seed_value = args.seed if args.seed is not None else random.randrange(1 << 30)
+    rng = random.Random(seed_value)
+    env = chaos_env()
+    os.environ.update({k: env[k] for k in env if k.startswith("ORDERHUB_") or k == "DJANGO_SETTINGS_MODULE"})
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    run_started = time.monotonic()
+    say(f"seed {seed_value}: {args.orders} orders at {args.rate}/s, a SIGKILL every {args.kill_every}s")
+    reset_world(env)
+    initial, token = seed(rng)
+    cluster, victims = start_cluster(env, args)
+    stop = threading.Event()
+    monkey = Monkey(cluster, victims, args, rng, stop)
+    try:
+        client = Client(f"http://{env['ORDERHUB_API_BIND']}", token)
+        if not wait_until(lambda: api_healthy(client), 60, "the api"):
+            return 2
+        monkey.start()
+        placing_started = time.monotonic()
+        poison_keys = []
+        poisoner = threading.Thread(target=poison_during, args=(env, args, rng, placing_started, poison_keys),
+                                    daemon=True)
+        poisoner.start()
+        placed = place_orders(client, args, rng, sorted(k for k in initial if k != "CH-SCARCE"))
+        poisoner.join()
+        placing_took = time.monotonic() - placing_started
+        say(f"placed {len(placed)} orders in {placing_took:.0f}s; waiting for quiet")
+        monkey.finish()
+        budget = min(args.settle_timeout, args.time_limit - (time.monotonic() - run_started))
+        quiet = wait_until(lambda: settled(list(placed)), budget, "every order to end")
+        wait_until(lambda: archive_caught_up(env, placed, poison_keys), 60, "the dead-letter archive")
+        results = check_invariants(placed, initial, poison_keys)
+        if not quiet:
+            results.append(("--", "the run settled within its time limit", ["did not settle"]))
+        from orderhub.orders.models import Order
+
+        outcomes = Counter(Order.objects.filter(id__in=list(placed)).values_list("status", flat=True))
+        facts = [
+            ("orders", len(placed)),
+            ("placing took", f"{placing_took:.0f}s"),
+            ("whole run took", f"{time.monotonic() - run_started:.0f}s"),
+            ("SIGKILLs", f"{sum(monkey.kills.values())} {dict(monkey.kills)}"),
+            ("RabbitMQ restart", monkey.broker_restarted),
+            ("PostgreSQL backends", monkey.db_terminated),
+            ("poison injected", len(poison_keys)),
+            ("monkey errors", monkey.errors[:3] or "none"),
+            ("seed", seed_value),
+        ]
+        print_table(results, outcomes, facts)
+        violated = any(problems for _, _, problems in results)
+        print("\nchaos:", "VIOLATIONS" if violated else "0 violations")
+        return 1 if violated else 0
+    finally:
+        stop.set()
+        cluster.stop_all()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    sys.exit(main())
