@@ -42,8 +42,10 @@ task_routes = ("orderhub.celeryconfig.route_by_name",)
 task_create_missing_queues = False
 # Dead-letter undecodable messages instead of acking them (see orderhub/celery_consumer.py).
 worker_consumer = "orderhub.celery_consumer:Consumer"
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events cost three extra publishes per task; Flower switches them on in the running workers
+# when it starts (its --enable-events default), so they are off unless someone is watching.
+worker_send_task_events = settings.TASK_EVENTS
+task_send_sent_event = False
 worker_hijack_root_logger = False
 
 # Ticks go to saga.ticks, which drops stale ones (a message TTL) instead of dead-lettering them;

@@ -107,6 +107,8 @@ RABBITMQ_MANAGEMENT_URL = env("ORDERHUB_RABBITMQ_MANAGEMENT_URL", default="http:
 OUTBOX_RELAY_INTERVAL = env.float("ORDERHUB_OUTBOX_RELAY_INTERVAL", default=2.0)
 # A row younger than this is left to the after-commit publish of the process that wrote it.
 OUTBOX_RELAY_GRACE = env.float("ORDERHUB_OUTBOX_RELAY_GRACE", default=1.0)
+# Celery task events for monitoring (Flower turns them on live whatever this says).
+TASK_EVENTS = env.bool("ORDERHUB_TASK_EVENTS", default=False)
 # How often beat's sweep looks for steps past their deadline (deadlines live in the database).
 DEADLINE_SWEEP_INTERVAL = env.float("ORDERHUB_DEADLINE_SWEEP_INTERVAL", default=1.0)
 

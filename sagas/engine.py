@@ -53,6 +53,10 @@ class Step:
         default_factory=lambda: Retry(attempts=5, initial=1.0, coefficient=2.0, maximum=4.0)
     )
 
+    # How many times a compensation that goes unanswered is sent anew (each resent `resends` times)
+    # before the saga is left to an operator.
+    compensation_sends: int = 5
+
     def timeout(self, *, compensation: bool) -> float:
         return self.deadline + (self.compensation_retry if compensation else self.retry).budget()
 
@@ -304,7 +308,10 @@ def _on_deadline(saga, definition, step, now):
         outbox.resend(step.message_id)
         return
     log.warning("deadline exceeded saga_id=%s step=%s compensation=%s", saga.id, step.name, compensation)
-    if compensation:
+    if compensation and step.compensation_attempts < spec.compensation_sends:
+        # A silent compensation is late, not refused (a worker that refuses says so): try again.
+        _send(saga, definition, step, compensation=True)
+    elif compensation:
         _compensation_failed(saga, step, "deadline exceeded")
     elif spec.retriable or definition.past_pivot(step.index):
         # Past the pivot the saga cannot go back: keep trying, with a new attempt.

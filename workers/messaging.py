@@ -8,12 +8,13 @@ the command is acked only after that (late acks), so a crash anywhere loses noth
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Callable
 
 from celery import shared_task
 from celery.exceptions import Reject
 from django.apps import apps
-from django.db import IntegrityError, InterfaceError, OperationalError, models, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connections, models, transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from contracts import Command, MalformedMessage, Reply
@@ -75,14 +76,17 @@ def domain_of(message_type: str) -> str:
     return message_type.split(".", 1)[0]
 
 
-def handle(command: Command) -> Reply:
-    """Deduplicate and handle one command; returns the reply to send (already durable)."""
+def handle(command: Command) -> Reply | None:
+    """Deduplicate and handle one command; returns the reply to send (already durable), or None
+    when another worker is handling the same message at this moment."""
     handler = _HANDLERS.get(command.type)
     if handler is None:
         raise MalformedMessage(f"no handler for {command.type}")
     database = domain_of(command.type)
     inbox_model = apps.get_model(database, "Inbox")
     with transaction.atomic(using=database):
+        if not _claim(database, command.message_id):
+            return None
         try:
             with transaction.atomic(using=database):
                 inbox = inbox_model.objects.using(database).create(
@@ -104,6 +108,16 @@ def handle(command: Command) -> Reply:
         inbox.reply = reply.to_dict()
         inbox.save(using=database, update_fields=["reply"])
     return reply
+
+
+def _claim(database, message_id) -> bool:
+    """Take the message id for this transaction. False when another worker is handling the same
+    message right now (a resend or a redelivery racing the original): it will reply, and waiting
+    on its inbox row would only tie this worker up for as long as the first one takes."""
+    key = int.from_bytes(uuid.UUID(message_id).bytes[:8], "big", signed=True)
+    with connections[database].cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+        return cursor.fetchone()[0]
 
 
 def send_reply(reply: Reply):
@@ -134,6 +148,9 @@ def run_command(task, body):
         reply = handle(command)
     except TRANSIENT_ERRORS as exc:
         reply = _retry_or_give_up(task, command, exc)
+    if reply is None:
+        log.info("the same command is being handled elsewhere; this copy is dropped")
+        return "in_flight"
     try:
         send_reply(reply)
     except BROKER_ERRORS as exc:

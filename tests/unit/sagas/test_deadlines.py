@@ -94,16 +94,26 @@ def test_the_pivot_is_never_failed_by_a_deadline_it_is_sent_again():
     assert scenario.compensations_sent == []
 
 
-def test_a_compensation_that_never_answers_leaves_the_saga_for_an_operator():
+def test_a_silent_compensation_is_sent_anew_then_left_to_an_operator_past_its_budget():
     scenario = (
         given(PLACE_ORDER, place_order_context())
         .expect_command("inventory.reserve").reply_success()
         .expect_command("payments.authorize").reply_failure("payment_declined")
         .expect_command("inventory.release")
     )
-    for _ in range(PLACE_ORDER.steps[0].resends + 1):
+    reserve = PLACE_ORDER.steps[0]
+    for _ in range(reserve.resends + 1):
+        engine.deadlines_sweep(now=past_deadline(scenario, "reserve_stock"))
+    scenario.expect_command("inventory.release", attempt=2).expect_status("compensating")
+
+    for attempt in range(3, reserve.compensation_sends + 1):
+        for _ in range(reserve.resends + 1):
+            engine.deadlines_sweep(now=past_deadline(scenario, "reserve_stock"))
+        scenario.expect_command("inventory.release", attempt=attempt)
+    for _ in range(reserve.resends + 1):
         engine.deadlines_sweep(now=past_deadline(scenario, "reserve_stock"))
 
+    assert scenario.step("reserve_stock").compensation_attempts == reserve.compensation_sends
     scenario.expect_status("compensation_failed")
     assert scenario.step("reserve_stock").status == "compensation_failed"
 

@@ -1,0 +1,26 @@
+"""A short run of the chaos suite as part of `make test`: about 100 orders, a few SIGKILLs, one
+RabbitMQ restart, one round of terminated PostgreSQL backends, and every invariant checked."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.cluster import ROOT
+
+pytestmark = [pytest.mark.integration]
+
+
+def test_a_short_chaos_run_keeps_every_invariant():
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.chaos.run", "--orders", "100", "--rate", "8", "--kill-every", "2.5",
+         "--time-limit", "400"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    print(run.stdout[-6000:], run.stderr[-3000:])
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "chaos: 0 violations" in run.stdout
+    if shutil.which("rabbitmqctl"):  # the broker is this machine's own: it must have been restarted
+        assert "RabbitMQ restart             done" in run.stdout
+    assert "PostgreSQL backends          done" in run.stdout
