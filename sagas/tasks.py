@@ -29,27 +29,24 @@ def receive_reply(self, body):
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from None
 
 
-# The sweeps run again in a second or two: a lost database connection skips one run, no more
-# (it must not fail the task, which would dead-letter a harmless periodic message).
+def _sweep(name, run):
+    """The sweeps run again in a second or two: a lost database connection skips one run, no more
+    (it must not fail the task, which would dead-letter a harmless periodic message)."""
+    try:
+        done = run()
+    except TRANSIENT_DB_ERRORS as exc:
+        log.warning("%s skipped this run: %r", name, exc)
+        return 0
+    if done:
+        log.info("%s acted on %d rows", name, done)
+    return done
+
+
 @shared_task(name="saga.tick.relay_outbox", ignore_result=True)
 def relay_outbox():
-    try:
-        published = outbox.relay(older_than=settings.OUTBOX_RELAY_GRACE)
-    except TRANSIENT_DB_ERRORS as exc:
-        log.warning("outbox relay skipped this run: %r", exc)
-        return 0
-    if published:
-        log.info("outbox relay published %d missed commands", published)
-    return published
+    return _sweep("outbox relay", lambda: outbox.relay(older_than=settings.OUTBOX_RELAY_GRACE))
 
 
 @shared_task(name="saga.tick.sweep_deadlines", ignore_result=True)
 def sweep_deadlines():
-    try:
-        handled = engine.deadlines_sweep()
-    except TRANSIENT_DB_ERRORS as exc:
-        log.warning("deadline sweep skipped this run: %r", exc)
-        return 0
-    if handled:
-        log.info("deadline sweep acted on %d steps", handled)
-    return handled
+    return _sweep("deadline sweep", engine.deadlines_sweep)
