@@ -4,7 +4,11 @@
   queue's dead-letter exchange instead.
 - A message that is not a task, or names an unknown task: Celery rejects it; here the reason is
   noted first so the dead-letter archive can say why.
+- After losing the broker, Celery retries the connection at 2, 4, 6, ... seconds (kombu's
+  defaults), so a worker comes back up to ten seconds after a restarted RabbitMQ does, while
+  deadlines run. Here it retries every half second, then at most every two seconds.
 """
+import functools
 import logging
 
 from celery.worker.consumer import Consumer as CeleryConsumer
@@ -18,7 +22,14 @@ def _note(message, reason):
     note_reason(message_key(headers=message.headers, properties=message.properties, body=message.body), reason)
 
 
+RECONNECT = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
+
+
 class Consumer(CeleryConsumer):
+    def ensure_connected(self, conn):
+        conn.ensure_connection = functools.partial(conn.ensure_connection, **RECONNECT)
+        return super().ensure_connected(conn)
+
     def on_decode_error(self, message, exc):
         log.error("undecodable message dead-lettered: %s (content_type=%s)", exc, message.content_type)
         _note(message, f"malformed: cannot decode the body ({message.content_type}): {exc}")

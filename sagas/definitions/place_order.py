@@ -9,7 +9,7 @@ PROVIDER = Retry(attempts=3, initial=1.0, coefficient=2.0, maximum=4.0, non_retr
 PLACE_ORDER = Saga(
     "place_order",
     Step("reserve_stock",   "inventory.reserve",  compensate="inventory.release"),
-    Step("authorize",       "payments.authorize", compensate="payments.void", retry=PROVIDER, deadline=1.5, resends=1),
+    Step("authorize",       "payments.authorize", compensate="payments.void", retry=PROVIDER, deadline=4.0, resends=1),
     Step("create_shipment", "shipping.create",    compensate="shipping.cancel"),
     Step("capture",         "payments.capture",   pivot=True, retry=PROVIDER),
     Step("notify",          "notifications.send", retriable=True, retry=Retry(attempts=5, initial=1.0, maximum=30.0)),

@@ -81,7 +81,7 @@ def chaos_env():
         "ORDERHUB_OUTBOX_RELAY_INTERVAL": "0.5",
         "ORDERHUB_OUTBOX_RELAY_GRACE": "1.0",
         "ORDERHUB_DEADLINE_SWEEP_INTERVAL": "0.5",
-        "ORDERHUB_SANDBOX_SLOW_SECONDS": "11",
+        "ORDERHUB_SANDBOX_SLOW_SECONDS": "18",
         "ORDERHUB_THROTTLE_RATE": "1000000/min",
         "ORDERHUB_API_BIND": f"127.0.0.1:{free_port()}",
         "ORDERHUB_API_WORKERS": "2",
@@ -515,6 +515,8 @@ def main(argv=None):
         from orderhub.orders.models import Order
 
         outcomes = Counter(Order.objects.filter(id__in=list(placed)).values_list("status", flat=True))
+        reasons = Counter(Order.objects.filter(id__in=list(placed), failure_reason__isnull=False)
+                          .values_list("failure_reason", flat=True))
         facts = [
             ("orders", len(placed)),
             ("placing took", f"{placing_took:.0f}s"),
@@ -525,6 +527,7 @@ def main(argv=None):
             ("poison injected", len(poison_keys)),
             ("monkey errors", monkey.errors[:3] or "none"),
             ("seed", seed_value),
+            ("failure reasons", dict(sorted(reasons.items()))),
         ]
         print_table(results, outcomes, facts)
         violated = any(problems for _, _, problems in results)

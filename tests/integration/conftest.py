@@ -48,7 +48,7 @@ def cluster(django_db_setup, django_db_blocker):
         "ORDERHUB_OUTBOX_RELAY_INTERVAL": "0.5",
         "ORDERHUB_OUTBOX_RELAY_GRACE": "0.5",
         "ORDERHUB_DEADLINE_SWEEP_INTERVAL": "0.5",
-        "ORDERHUB_SANDBOX_SLOW_SECONDS": "12",
+        "ORDERHUB_SANDBOX_SLOW_SECONDS": "18",
         "PYTHONUNBUFFERED": "1",
     }
     running = TestCluster(env, Path(LOG_DIR))

@@ -52,7 +52,7 @@ class Outcome:
 
 
 def slow_seconds() -> float:
-    return float(os.environ.get("ORDERHUB_SANDBOX_SLOW_SECONDS", "12"))
+    return float(os.environ.get("ORDERHUB_SANDBOX_SLOW_SECONDS", "18"))
 
 
 def _failures_so_far(key) -> int:
