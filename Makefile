@@ -23,6 +23,8 @@ databases: venv services
 	$(BIN)/python manage.py setup_databases
 	$(BIN)/python manage.py declare_topology
 
+# How many of each process `make run` starts; a slow payment provider ties up a payments worker.
+CONCURRENCY ?= payments=2
 run: databases
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
@@ -33,7 +35,7 @@ run: databases
 	@echo "  Flower        http://127.0.0.1:5555/       (user $${ORDERHUB_FLOWER_USER:-operator}, password $${ORDERHUB_FLOWER_PASSWORD:-operator-local-only})"
 	@echo "  make demo     places a mixed batch of orders against it"
 	@echo ""
-	$(BIN)/honcho start
+	$(BIN)/honcho start -c $(CONCURRENCY)
 
 # The suite runs against its own RabbitMQ vhost and Redis database, and pytest-django's own
 # test_* databases, so it never touches a running `make run`.

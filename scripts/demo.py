@@ -26,6 +26,11 @@ SCENARIOS = [
                              "country": "AQ"}),
     ("cancelled by the client", {"items": [{"sku": "SKU-TEE", "quantity": 1}], "payment_token": "tok_ok",
                                  "cancel": True}),
+    ("flaky provider", {"items": [{"sku": "SKU-BAG", "quantity": 2}], "payment_token": "tok_flaky"}),
+    ("answer lost once", {"items": [{"sku": "SKU-CAP", "quantity": 1}], "payment_token": "tok_ambiguous"}),
+    ("void fails, then works", {"items": [{"sku": "SKU-MUG", "quantity": 1}], "payment_token": "tok_void_fails"}),
+    ("void always fails", {"items": [{"sku": "SKU-MUG", "quantity": 1}], "payment_token": "tok_void_broken"}),
+    ("provider too slow", {"items": [{"sku": "SKU-BAG", "quantity": 1}], "payment_token": "tok_slow"}),
 ]
 
 
@@ -52,7 +57,7 @@ def main():
         if scenario.get("cancel"):
             session.post(f"{API}/api/orders/{order['id']}/cancel/")
         placed.append((label, order["id"]))
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     results = {}
     while time.monotonic() < deadline and len(results) < len(placed):
         for label, order_id in placed:
@@ -66,8 +71,11 @@ def main():
         steps = " ".join(f"{s['name']}={s['status']}" for s in order["saga"]["steps"] if s["status"] != "pending")
         print(f"{label:26} {order['status']:16} {order['failure_reason'] or '-':22} {order['total']:>8}  {steps}")
     print(dict(Counter(order["status"] for order in results.values())))
+    if any(order["status"] == "needs_attention" for order in results.values()):
+        print("needs_attention: see `manage.py sagas list --status compensation_failed`; lift the fault with "
+              "`manage.py sandbox lift tok_void_broken`, then `manage.py sagas retry ID`")
     if len(results) < len(placed):
-        sys.exit("some orders did not end within 30 s: is every worker running?")
+        sys.exit("some orders did not end within 60 s: is every worker running?")
 
 
 if __name__ == "__main__":
