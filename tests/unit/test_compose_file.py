@@ -67,7 +67,10 @@ def test_worker_consumes_the_same_queues_as_the_procfile(name):
     procfile, compose = PROCFILE[name], _argv(SERVICES[name]["command"])
     assert _is_worker(compose)
     assert _option(compose, "-Q") == _option(procfile, "-Q")
-    assert _option(compose, "-n") == _option(procfile, "-n") == f"{name}@%h"
+    # Each copy needs its own node name: a container's hostname (%h) differs per replica; under
+    # honcho every copy of a process gets its own $PORT.
+    assert _option(compose, "-n") == f"{name}@%h"
+    assert _option(procfile, "-n") == f"{name}.${{PORT:-0}}@%h"
     assert _option(compose, "-P") == _option(procfile, "-P") == "solo"
 
 
