@@ -19,6 +19,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from contracts import Command, MalformedMessage, Reply
 from orderhub.bus import publish
+from orderhub.deadletters.reasons import note_reason
 from orderhub.topology import REPLY_TYPE
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,11 @@ def run_command(task, body):
         reply = handle(command)
     except TRANSIENT_ERRORS as exc:
         reply = _retry_or_give_up(task, command, exc)
+    except Exception as exc:
+        # A bug: never retried. Note why for the archive, then let Celery reject the message to
+        # the dead-letter queue (task_acks_on_failure=False).
+        note_reason(task.request.id, f"bug: {type(exc).__name__}: {exc}")
+        raise
     if reply is None:
         log.info("the same command is being handled elsewhere; this copy is dropped")
         return "in_flight"
@@ -175,8 +181,6 @@ def _retry_or_give_up(task, command, exc):
 
 def dead_letter(message_id, reason):
     """Reject the message in hand to its queue's dead-letter queue, noting why for the archive."""
-    from orderhub.deadletters.reasons import note_reason
-
     log.error("dead-lettering message_id=%s: %s", message_id, reason)
     note_reason(message_id, reason)
     raise Reject(reason, requeue=False)

@@ -1,9 +1,13 @@
 """Every sandbox fault, end to end: retries, deadlines, failing compensations, dead letters, replay."""
 import io
+import uuid
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
 
+from contracts import Command
+from orderhub.bus import publish
 from orderhub.deadletters.models import DeadLetter
 from sagas.models import SagaEvent, SagaStep
 from tests.conftest import eventually
@@ -91,3 +95,21 @@ def test_a_void_that_always_fails_needs_an_operator_and_resumes_once_the_fault_i
     eventually(lambda: wait_ended(order.id).status == "failed", timeout=15, message="the resumed saga to end")
     assert stock(sku) == 5
     assert Payment.objects.get(order_id=order.id).status == "voided"
+
+
+def test_a_bug_in_a_handler_is_dead_lettered_at_once_with_its_reason(live):
+    # A payment whose provider reference the provider has never seen: capturing it is a bug, not
+    # a business answer and not a transient fault.
+    saga_id, order_id = str(uuid.uuid4()), str(uuid.uuid4())
+    Payment.objects.create(saga_id=saga_id, order_id=order_id, amount=Decimal("5.00"), status="authorized",
+                           provider_ref="ch_unknown")
+    command = Command(type="payments.capture", saga_id=saga_id, step="capture", payload={"order_id": order_id})
+    publish(command.type, command.to_dict(), message_id=command.message_id)
+
+    letter = eventually(lambda: DeadLetter.objects.filter(message_key=command.message_id).first(), timeout=15,
+                        message="the capture in the archive")
+
+    assert letter.reason == "bug: DoesNotExist: ProviderCharge matching query does not exist."
+    assert letter.queue == "payments.commands" and letter.death_count == 1
+    assert Payment.objects.get(saga_id=saga_id).status == "authorized"
+    assert not PaymentsInbox.objects.filter(message_id=command.message_id).exists()
