@@ -7,10 +7,19 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 ENVELOPE_VERSION = 1
-OUTCOMES = ("succeeded", "failed")
+# "unknown": the participant could not tell whether the command had its effect (its retries ran
+# out on a timeout, its database was unreachable, its handler has a bug). Never "did not happen".
+OUTCOMES = ("succeeded", "failed", "unknown")
+# The reasons a worker gives with an "unknown" outcome.
+RETRIES_EXHAUSTED = "retries_exhausted"  # the step's own retries ran out on transient errors
+INFRASTRUCTURE_UNAVAILABLE = "infrastructure_unavailable"  # our database or broker stayed unreachable
+HANDLER_ERROR = "handler_error"  # a bug: the message is dead-lettered for an operator
 
 # message type -> {payload field: validator}; filled by the participant modules.
 _PAYLOADS: dict[str, dict] = {}
+# Message types that undo another one. Running one again is always safe, so a worker never
+# answers a later copy of a compensation from its inbox when the first copy's outcome was unknown.
+_COMPENSATIONS: set[str] = set()
 
 
 class MalformedMessage(ValueError):
@@ -20,6 +29,15 @@ class MalformedMessage(ValueError):
 def register(message_type: str, **fields):
     _PAYLOADS[message_type] = fields
     return message_type
+
+
+def register_compensation(message_type: str, **fields):
+    _COMPENSATIONS.add(message_type)
+    return register(message_type, **fields)
+
+
+def is_compensation(message_type: str) -> bool:
+    return message_type in _COMPENSATIONS
 
 
 def message_types():
@@ -152,6 +170,13 @@ class Command:
     def fail(self, reason: str, detail: str = "", **data) -> Reply:
         return Reply.to(self, "failed", reason=reason, detail=detail, data=data)
 
+    def unknown(self, reason: str, detail: str = "", **data) -> Reply:
+        return Reply.to(self, "unknown", reason=reason, detail=detail, data=data)
+
+    @property
+    def is_compensation(self) -> bool:
+        return is_compensation(self.type)
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -184,6 +209,10 @@ class Reply:
     def succeeded(self):
         return self.outcome == "succeeded"
 
+    @property
+    def unknown(self):
+        return self.outcome == "unknown"
+
     def to_dict(self):
         return asdict(self)
 
@@ -200,7 +229,7 @@ class Reply:
             raise MalformedMessage(f"version: unsupported {data.get('version')!r}")
         if data["outcome"] not in OUTCOMES:
             raise MalformedMessage(f"outcome: expected one of {OUTCOMES}")
-        if data["outcome"] == "failed":
+        if data["outcome"] != "succeeded":
             _check(text, data.get("reason"), "reason")
         return cls(
             in_reply_to=_check(uuid_text, data["in_reply_to"], "in_reply_to"),

@@ -1,5 +1,5 @@
 """Commands the inventory service accepts."""
-from .envelope import lines, register, uuid_text
+from .envelope import lines, register, register_compensation, uuid_text
 
 RESERVE = register("inventory.reserve", order_id=uuid_text, items=lines)
-RELEASE = register("inventory.release", order_id=uuid_text)
+RELEASE = register_compensation("inventory.release", order_id=uuid_text)

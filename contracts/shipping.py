@@ -1,5 +1,5 @@
 """Commands the shipping service accepts."""
-from .envelope import mapping, register, uuid_text
+from .envelope import mapping, register, register_compensation, uuid_text
 
 CREATE = register("shipping.create", order_id=uuid_text, shipping_address=mapping)
-CANCEL = register("shipping.cancel", order_id=uuid_text)
+CANCEL = register_compensation("shipping.cancel", order_id=uuid_text)

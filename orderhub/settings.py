@@ -111,6 +111,11 @@ OUTBOX_RELAY_GRACE = env.float("ORDERHUB_OUTBOX_RELAY_GRACE", default=1.0)
 TASK_EVENTS = env.bool("ORDERHUB_TASK_EVENTS", default=False)
 # How often beat's sweep looks for steps past their deadline (deadlines live in the database).
 DEADLINE_SWEEP_INTERVAL = env.float("ORDERHUB_DEADLINE_SWEEP_INTERVAL", default=1.0)
+# How long a domain worker retries its own unreachable database (or a lock, or the broker while
+# replying) before it answers "outcome unknown": attempts in all, backoff from 1 s doubling up to
+# the maximum delay. The defaults ride out about 18 s; the step's own retry policy is apart.
+INFRASTRUCTURE_RETRY_ATTEMPTS = env.int("ORDERHUB_INFRASTRUCTURE_RETRY_ATTEMPTS", default=6)
+INFRASTRUCTURE_RETRY_MAX_DELAY = env.float("ORDERHUB_INFRASTRUCTURE_RETRY_MAX_DELAY", default=4.0)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -126,7 +131,7 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["orderhub.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

@@ -27,6 +27,9 @@ CONTROL_QUEUE = "saga.control"
 TICKS_QUEUE = "saga.ticks"
 TICK_TTL_MS = 30_000
 REPLY_TYPE = "saga.reply"
+# Dead letters the archive cannot store (the archiver moves them here, as they are, and counts
+# them): an operator reads them with RabbitMQ's tools. Nobody consumes it.
+PARKING_QUEUE = "deadletters.parked"
 
 # A message redelivered this many times (its consumer crashed on it each time) is poison:
 # RabbitMQ dead-letters it instead of handing it out again.
@@ -91,6 +94,7 @@ def declare(connection: Connection):
         DEAD_LETTER_EXCHANGE(channel).declare()
         for queue in dead_letter_queues():
             queue(channel).declare()
+        Queue(PARKING_QUEUE, durable=True, queue_arguments={"x-queue-type": "quorum"})(channel).declare()
         for name in QUEUE_BINDINGS:
             channel = _declare_work_queue(connection, channel, name)
     finally:

@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import django.dispatch
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from contracts import Command, Reply, Retry, message_types
+from contracts import Command, Reply, Retry, is_compensation, message_types
+from contracts.envelope import INFRASTRUCTURE_UNAVAILABLE
 from sagas import outbox
 from sagas.models import SagaEvent, SagaInstance, SagaStatus, SagaStep, StepStatus
 
@@ -56,6 +58,9 @@ class Step:
     # How many times a compensation that goes unanswered is sent anew (each resent `resends` times)
     # before the saga is left to an operator.
     compensation_sends: int = 5
+    # At or after the pivot a step is never compensated: it is tried again, new attempt after new
+    # attempt, up to this many in all; then the saga is parked for an operator (`stuck`).
+    max_attempts: int = 5
 
     def timeout(self, *, compensation: bool) -> float:
         return self.deadline + (self.compensation_retry if compensation else self.retry).budget()
@@ -86,6 +91,13 @@ class Saga:
                     raise InvalidSagaDefinition(
                         f"{where}: step {step.name!r} names unknown message type {message_type!r}"
                     )
+            if step.compensate and not is_compensation(step.compensate):
+                raise InvalidSagaDefinition(
+                    f"{where}: step {step.name!r} compensates with {step.compensate!r}, which is not "
+                    "registered as a compensation (contracts.envelope.register_compensation)"
+                )
+            if step.max_attempts < 1:
+                raise InvalidSagaDefinition(f"{where}: step {step.name!r} needs max_attempts of at least 1")
         pivots = [s.name for s in self.steps if s.pivot]
         if len(pivots) > 1:
             raise InvalidSagaDefinition(f"{where}: more than one pivot step {pivots}")
@@ -167,19 +179,51 @@ def _on_action_reply(saga, definition, step, reply):
         else:
             _end(saga, SagaStatus.COMPLETED)
         return
-    step.error = f"{reply.reason}: {reply.detail}".strip(": ")
-    spec = definition.steps[step.index]
-    if spec.retriable:
-        # Retriable steps (after the pivot) never compensate: they are sent again, after a backoff,
-        # until they succeed. The deadline sweep sends the next attempt when it is due.
-        step.status = StepStatus.RETRY_WAIT
-        step.deadline_at = now + timedelta(seconds=spec.retry.delay(min(step.attempts - 1, 20)))
+    step.error = f"{reply.reason}: {reply.detail}".strip(": ")[:2000]
+    if reply.unknown:
+        step.error = f"outcome unknown: {step.error}"[:2000]
+        _on_unknown_outcome(saga, definition, step, now, reason=reply.reason)
+    elif definition.steps[step.index].retriable:
+        # Retriable steps (after the pivot) never compensate: they are sent again, after a backoff.
+        _forward_again(saga, definition, step, now, why=step.error)
+    else:
+        step.status = StepStatus.FAILED
+        step.finished_at = now
         step.save()
+        _compensate_from(saga, definition, step.index - 1, reason=reply.reason)
+
+
+def _on_unknown_outcome(saga, definition, step, now, *, reason):
+    """The step may or may not have had its effect. Before the pivot it is compensated together
+    with the earlier steps (every compensation is safe either way); at or after the pivot the saga
+    cannot go back, so the step is tried again."""
+    if definition.past_pivot(step.index) or definition.steps[step.index].retriable:
+        _forward_again(saga, definition, step, now, why=step.error)
         return
-    step.status = StepStatus.FAILED
+    step.status = StepStatus.UNKNOWN
     step.finished_at = now
     step.save()
-    _compensate_from(saga, definition, step.index - 1, reason=reply.reason)
+    _compensate_from(saga, definition, step.index, reason=reason)
+
+
+def _forward_again(saga, definition, step, now, *, why, backoff=True):
+    """A new attempt of a step that must go forward, at once or after a backoff (the deadline sweep
+    sends it when due); past its declared cap the saga is parked for an operator instead."""
+    spec = definition.steps[step.index]
+    if step.attempts - step.attempts_at_resume >= spec.max_attempts:
+        step.status = StepStatus.STUCK
+        step.error = f"stuck after {spec.max_attempts} attempts; last: {why}"[:2000]
+        step.save()
+        log.error("forward step stuck saga_id=%s step=%s: %s", saga.id, step.name, why)
+        saga.failure_reason = FORWARD_STEP_STUCK
+        _end(saga, SagaStatus.STUCK)
+        return
+    if not backoff:
+        _send(saga, definition, step, compensation=False)
+        return
+    step.status = StepStatus.RETRY_WAIT
+    step.deadline_at = now + timedelta(seconds=spec.retry.delay(min(step.attempts - 1, 20)))
+    step.save()
 
 
 def _on_compensation_reply(saga, definition, step, reply):
@@ -191,7 +235,15 @@ def _on_compensation_reply(saga, definition, step, reply):
         step.save()
         _compensate_from(saga, definition, step.index - 1, reason=saga.failure_reason)
         return
-    _compensation_failed(saga, step, f"{reply.reason}: {reply.detail}".strip(": "))
+    error = f"{reply.reason}: {reply.detail}".strip(": ")
+    if (reply.unknown and reply.reason == INFRASTRUCTURE_UNAVAILABLE
+            and step.compensation_attempts < definition.steps[step.index].compensation_sends):
+        # The worker's own database was out of reach: that says nothing about the compensation,
+        # which is sent anew, as a silent one is.
+        step.error = f"compensation {error}"[:2000]
+        _send(saga, definition, step, compensation=True)
+        return
+    _compensation_failed(saga, step, error)
 
 
 def _compensation_failed(saga, step, error):
@@ -202,7 +254,9 @@ def _compensation_failed(saga, step, error):
 
 
 # Steps whose effect may exist and must be undone when the saga goes back.
-_TO_COMPENSATE = (StepStatus.SUCCEEDED, StepStatus.TIMED_OUT)
+_TO_COMPENSATE = (StepStatus.SUCCEEDED, StepStatus.TIMED_OUT, StepStatus.UNKNOWN)
+# The failure reason of a saga parked because a step past its pivot ran out of attempts.
+FORWARD_STEP_STUCK = "forward_step_stuck"
 
 
 def _compensate_from(saga, definition, index, *, reason):
@@ -271,7 +325,10 @@ _WAITING = (StepStatus.RUNNING, StepStatus.COMPENSATING, StepStatus.RETRY_WAIT)
 def deadlines_sweep(*, now=None, limit: int = 500) -> int:
     """Act on every step whose deadline has passed: resend the same command a bounded number of
     times, then fail the step (or send a new attempt where the step may not fail). Sagas locked
-    by another sweeper or by a reply being applied are skipped (SKIP LOCKED) and seen next time."""
+    by another sweeper or by a reply being applied are skipped (SKIP LOCKED) and seen next time.
+
+    One saga that cannot be handled (a bug, a definition removed by a deploy) must not stop the
+    others: its failure is logged and noted on its step, which is looked at again later."""
     now = now or timezone.now()
     due = list(
         SagaStep.objects.filter(status__in=_WAITING, deadline_at__lte=now)
@@ -280,18 +337,43 @@ def deadlines_sweep(*, now=None, limit: int = 500) -> int:
     )
     handled = 0
     for saga_id, step_id in due:
-        with transaction.atomic():
-            saga = SagaInstance.objects.select_for_update(skip_locked=True).filter(id=saga_id).first()
-            if saga is None:
-                continue
-            step = SagaStep.objects.get(id=step_id)
-            if step.status not in _WAITING or step.deadline_at is None or step.deadline_at > now:
-                continue  # a reply got there first
-            _on_deadline(saga, REGISTRY[saga.saga_type], step, now)
-            saga.version += 1
-            saga.save()
-            handled += 1
+        try:
+            handled += _sweep_one(saga_id, step_id, now)
+        except (OperationalError, InterfaceError):
+            raise  # the database is gone: every other saga would fail the same way
+        except Exception as exc:
+            _note_sweep_failure(saga_id, step_id, now, exc)
     return handled
+
+
+def _sweep_one(saga_id, step_id, now) -> int:
+    with transaction.atomic():
+        saga = SagaInstance.objects.select_for_update(skip_locked=True).filter(id=saga_id).first()
+        if saga is None:
+            return 0
+        step = SagaStep.objects.get(id=step_id)
+        if step.status not in _WAITING or step.deadline_at is None or step.deadline_at > now:
+            return 0  # a reply got there first
+        definition = REGISTRY.get(saga.saga_type)
+        if definition is None:
+            raise LookupError(f"no saga definition {saga.saga_type!r} is loaded")
+        _on_deadline(saga, definition, step, now)
+        saga.version += 1
+        saga.save()
+        return 1
+
+
+# A step the sweep failed on is looked at again after this long, so it never holds up the others.
+SWEEP_FAILURE_BACKOFF = timedelta(seconds=30)
+
+
+def _note_sweep_failure(saga_id, step_id, now, exc):
+    log.exception("deadline sweep failed on saga_id=%s step_id=%s; carrying on with the others", saga_id, step_id)
+    SagaStep.objects.filter(id=step_id).update(
+        sweep_error=f"{now.isoformat()} {type(exc).__name__}: {exc}"[:2000],
+        sweep_failures=F("sweep_failures") + 1,
+        deadline_at=now + SWEEP_FAILURE_BACKOFF,
+    )
 
 
 def _on_deadline(saga, definition, step, now):
@@ -314,8 +396,8 @@ def _on_deadline(saga, definition, step, now):
     elif compensation:
         _compensation_failed(saga, step, "deadline exceeded")
     elif spec.retriable or definition.past_pivot(step.index):
-        # Past the pivot the saga cannot go back: keep trying, with a new attempt.
-        _send(saga, definition, step, compensation=False)
+        # Past the pivot the saga cannot go back: keep trying, with a new attempt, up to its cap.
+        _forward_again(saga, definition, step, now, why="deadline exceeded", backoff=False)
     else:
         step.status = StepStatus.TIMED_OUT
         step.error = "deadline exceeded"
@@ -331,16 +413,26 @@ class SagaNotRetriable(Exception):
 
 
 def saga_retry(*, saga_id) -> SagaInstance:
-    """Resume a saga whose compensation failed: send the failed compensation again."""
+    """Resume a saga an operator has looked at: send its failed compensation again, or give its
+    stuck forward step a new attempt (and a fresh budget of attempts)."""
     with transaction.atomic():
         saga = SagaInstance.objects.select_for_update().get(id=saga_id)
-        if saga.status != SagaStatus.COMPENSATION_FAILED:
-            raise SagaNotRetriable(f"saga {saga.id} is {saga.status}, not compensation_failed")
-        step = saga.steps.get(status=StepStatus.COMPENSATION_FAILED)
-        saga.status = SagaStatus.COMPENSATING
+        definition = REGISTRY[saga.saga_type]
+        if saga.status == SagaStatus.COMPENSATION_FAILED:
+            step = saga.steps.get(status=StepStatus.COMPENSATION_FAILED)
+            saga.status = SagaStatus.COMPENSATING
+            compensation = True
+        elif saga.status == SagaStatus.STUCK:
+            step = saga.steps.get(status=StepStatus.STUCK)
+            step.attempts_at_resume = step.attempts
+            saga.status = SagaStatus.RUNNING
+            saga.failure_reason = ""
+            compensation = False
+        else:
+            raise SagaNotRetriable(f"saga {saga.id} is {saga.status}, not compensation_failed or stuck")
         saga.ended_at = None
         _event(saga, step.name, SagaEvent.Kind.STATUS, None, "", {"retry": "requested by an operator"})
-        _send(saga, REGISTRY[saga.saga_type], step, compensation=True)
+        _send(saga, definition, step, compensation=compensation)
         saga.version += 1
         saga.save()
         return saga

@@ -10,9 +10,11 @@ class SagaStatus(models.TextChoices):
     COMPLETED = "completed"
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
+    # Past its pivot, a forward step ran out of attempts: parked for an operator (`sagas retry`).
+    STUCK = "stuck"
 
 
-FINAL_STATUSES = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.COMPENSATION_FAILED)
+FINAL_STATUSES = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.COMPENSATION_FAILED, SagaStatus.STUCK)
 
 
 class StepStatus(models.TextChoices):
@@ -24,7 +26,9 @@ class StepStatus(models.TextChoices):
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
     TIMED_OUT = "timed_out"  # no reply by the deadline, resends exhausted: compensated too
-    RETRY_WAIT = "retry_wait"  # a retriable step waiting for its next attempt
+    RETRY_WAIT = "retry_wait"  # a step past the pivot waiting for its next attempt
+    UNKNOWN = "unknown"  # the worker could not tell whether it had its effect: compensated too
+    STUCK = "stuck"  # past the pivot and out of attempts: waits for an operator
 
 
 class SagaInstance(models.Model):
@@ -69,6 +73,12 @@ class SagaStep(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     compensated_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+    # Attempts made before an operator last resumed the step; the cap counts the ones since.
+    attempts_at_resume = models.PositiveIntegerField(default=0)
+    # The deadline sweep could not handle this step (a bug, a definition gone): the last error,
+    # and how often. The sweep carries on with the other sagas and comes back to this one later.
+    sweep_error = models.TextField(blank=True, default="")
+    sweep_failures = models.PositiveIntegerField(default=0)
 
     class Meta:
         db_table = "saga_step"

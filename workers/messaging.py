@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Callable
+from typing import Callable, NoReturn
 
 from celery import shared_task
 from celery.exceptions import Reject
 from django.apps import apps
+from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, models, transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from contracts import Command, MalformedMessage, Reply
+from contracts import Command, MalformedMessage, Reply, Retry
+from contracts.envelope import HANDLER_ERROR, INFRASTRUCTURE_UNAVAILABLE, RETRIES_EXHAUSTED
 from orderhub.bus import publish
 from orderhub.deadletters.reasons import note_reason
 from orderhub.topology import REPLY_TYPE
@@ -38,8 +40,16 @@ class TransientError(Exception):
     """Worth trying again later: a timeout, a reset connection, a flaky provider."""
 
 
-# Lost connections and a concurrent insert of the same business key resolve on a retry.
-TRANSIENT_ERRORS = (TransientError, OperationalError, InterfaceError, IntegrityError)
+class CleanupOwed(TransientError):
+    """A late command found its saga already compensated and must undo what an earlier copy did
+    at an outside party (a hold at the payment provider) before it can answer. Retried with
+    backoff until it is done (a long budget of its own), never answered as an unknown outcome."""
+
+
+# Our own infrastructure: a lost or refused database connection, a lock, a concurrent insert of
+# the same business key. They say nothing about the command, so they have a retry budget of their
+# own (settings.INFRASTRUCTURE_RETRY_*), apart from the step's policy.
+INFRASTRUCTURE_ERRORS = (OperationalError, InterfaceError, IntegrityError)
 BROKER_ERRORS = (KombuOperationalError, ConnectionError, TimeoutError)
 
 
@@ -125,19 +135,32 @@ def send_reply(reply: Reply):
     publish(REPLY_TYPE, reply.to_dict(), message_id=reply.message_id)
 
 
-# Infrastructure faults (a lost database connection, a broker hiccup) are retried at least this
-# many times whatever the step's policy: they say nothing about the command.
-INFRASTRUCTURE_ATTEMPTS = 10
+def infrastructure_policy() -> Retry:
+    return Retry(attempts=settings.INFRASTRUCTURE_RETRY_ATTEMPTS, initial=1.0, coefficient=2.0,
+                 maximum=settings.INFRASTRUCTURE_RETRY_MAX_DELAY)
 
 
-def run_command(task, body):
+# A provider hold left by a command whose saga is gone is released whatever it takes: about a day.
+CLEANUP_POLICY = Retry(attempts=1500, initial=1.0, coefficient=2.0, maximum=60.0)
+
+
+def _counts(retried) -> dict[str, int]:
+    """Retries so far, per budget, as carried by the task's `retried` argument (zero when absent)."""
+    retried = retried if isinstance(retried, dict) else {}
+    return {kind: retried[kind] if isinstance(retried.get(kind), int) and retried[kind] >= 0 else 0
+            for kind in ("transient", "infrastructure")}
+
+
+def run_command(task, body, retried=None):
     """The body of every command task: handle, reply, and sort failures into their three kinds.
 
     - malformed: dead-lettered at once with its reason, never retried;
-    - transient: retried under the step's policy, the delay held by RabbitMQ (native delayed
-      delivery); once the attempts are spent the step fails (a failure reply) and the message is
-      dead-lettered with its reason;
-    - anything else is a bug: the task fails and Celery rejects the message to the dead-letter queue.
+    - transient (a provider timeout) and infrastructure (our database unreachable): retried, each
+      under its own budget, the delay held by RabbitMQ (native delayed delivery). Once a budget is
+      spent the outcome is *unknown*, never "did not happen": the worker records that answer in
+      its inbox, so every later copy gets the same answer, and replies `unknown`;
+    - anything else is a bug: the worker replies `unknown` (the saga need not wait for a deadline)
+      and Celery rejects the message to the dead-letter queue, where an operator decides.
     """
     try:
         command = Command.from_dict(body)
@@ -145,14 +168,17 @@ def run_command(task, body):
             raise MalformedMessage(f"a {command.type} command cannot be handled by {task.name}")
     except MalformedMessage as exc:
         dead_letter(task.request.id, f"malformed: {exc}")
+    counts = _counts(retried)
     try:
         reply = handle(command)
-    except TRANSIENT_ERRORS as exc:
-        reply = _retry_or_give_up(task, command, exc)
+    except (TransientError, *INFRASTRUCTURE_ERRORS) as exc:
+        reply = _retry_or_give_up(task, command, exc, counts)
     except Exception as exc:
-        # A bug: never retried. Note why for the archive, then let Celery reject the message to
-        # the dead-letter queue (task_acks_on_failure=False).
-        note_reason(task.request.id, f"bug: {type(exc).__name__}: {exc}")
+        # A bug: never retried. Note why for the archive, answer `unknown`, then let Celery reject
+        # the message to the dead-letter queue (task_acks_on_failure=False).
+        why = f"bug: {type(exc).__name__}: {exc}"
+        note_reason(task.request.id, why)
+        _reply_quietly(command.unknown(HANDLER_ERROR, why[:1000], dead_lettered=True))
         raise
     if reply is None:
         log.info("the same command is being handled elsewhere; this copy is dropped")
@@ -161,25 +187,73 @@ def run_command(task, body):
         send_reply(reply)
     except BROKER_ERRORS as exc:
         # The reply is durable in the inbox: the retry finds it there and sends it again.
-        raise task.retry(exc=exc, countdown=1, max_retries=INFRASTRUCTURE_ATTEMPTS) from None
+        _retry(task, command, exc, counts, "infrastructure", infrastructure_policy())
+        dead_letter(task.request.id, f"could not publish the reply: {type(exc).__name__}: {exc}")
     return reply.outcome
 
 
-def _retry_or_give_up(task, command, exc):
-    policy = command.retry_policy
+def _retry(task, command, exc, counts, kind, policy):
+    """Retry under one budget (returns only when that budget is spent)."""
     error = type(exc).__name__
-    attempts = policy.attempts if isinstance(exc, TransientError) else max(policy.attempts, INFRASTRUCTURE_ATTEMPTS)
-    retries = task.request.retries
-    if policy.retries(error) and retries + 1 < attempts:
-        delay = policy.delay(retries)
-        log.warning("transient failure, retry %d/%d in %.2fs: %s: %s", retries + 1, attempts - 1, delay, error, exc)
-        raise task.retry(exc=exc, countdown=delay, max_retries=attempts)
-    reason = f"retries exhausted after {retries + 1} attempts: {error}: {exc}"
-    send_reply(command.fail("retries_exhausted", reason))
-    dead_letter(task.request.id, reason)
+    so_far = counts[kind]
+    if policy.retries(error) and so_far + 1 < policy.attempts:
+        delay = policy.delay(so_far)
+        log.warning("%s failure, retry %d/%d in %.2fs: %s: %s", kind, so_far + 1, policy.attempts - 1, delay,
+                    error, exc)
+        raise task.retry(args=[command.to_dict()], kwargs={"retried": counts | {kind: so_far + 1}},
+                         countdown=delay, exc=exc)
 
 
-def dead_letter(message_id, reason):
+def _retry_or_give_up(task, command, exc, counts):
+    if isinstance(exc, CleanupOwed):
+        kind, policy = "transient", CLEANUP_POLICY
+    elif isinstance(exc, TransientError):
+        kind, policy = "transient", command.retry_policy
+    else:
+        kind, policy = "infrastructure", infrastructure_policy()
+    _retry(task, command, exc, counts, kind, policy)
+    attempts = counts[kind] + 1
+    why = f"retries exhausted after {attempts} attempts ({kind}): {type(exc).__name__}: {exc}"
+    reason = RETRIES_EXHAUSTED if kind == "transient" else INFRASTRUCTURE_UNAVAILABLE
+    if not command.is_compensation and not isinstance(exc, CleanupOwed):
+        recorded = _record_unknown(command, command.unknown(reason, why[:1000]))
+        if recorded is not None:
+            log.warning("outcome unknown, answered and recorded message_id=%s: %s", command.message_id, why)
+            return recorded
+    # Not recorded (our database is unreachable, or a compensation, which is always safe to run
+    # again): a later copy runs the handler anew. Dead-letter this one so an operator can replay it.
+    _reply_quietly(command.unknown(reason, why[:1000], dead_lettered=True))
+    dead_letter(task.request.id, f"{why}; outcome unknown")
+
+
+def _record_unknown(command: Command, reply: Reply) -> Reply | None:
+    """Store `reply` as the answer to this message id; returns the stored answer (an earlier copy's,
+    if one got there first), or None when the domain's database cannot be reached."""
+    database = domain_of(command.type)
+    inbox_model = apps.get_model(database, "Inbox")
+    try:
+        with transaction.atomic(using=database):
+            inbox, created = inbox_model.objects.using(database).get_or_create(
+                message_id=command.message_id,
+                defaults=dict(message_type=command.type, saga_id=command.saga_id, attempt=command.attempt,
+                              reply=reply.to_dict()),
+            )
+    except INFRASTRUCTURE_ERRORS as exc:
+        log.warning("could not record the unknown outcome message_id=%s: %r", command.message_id, exc)
+        return None
+    return reply if created or inbox.reply is None else Reply.from_dict(inbox.reply)
+
+
+def _reply_quietly(reply: Reply):
+    """Send a reply on the way to dead-lettering: if the broker is gone too, the saga's deadline
+    stands in for it."""
+    try:
+        send_reply(reply)
+    except BROKER_ERRORS as exc:
+        log.warning("could not send the reply message_id=%s: %r", reply.in_reply_to, exc)
+
+
+def dead_letter(message_id, reason) -> NoReturn:
     """Reject the message in hand to its queue's dead-letter queue, noting why for the archive."""
     log.error("dead-lettering message_id=%s: %s", message_id, reason)
     note_reason(message_id, reason)
@@ -187,12 +261,13 @@ def dead_letter(message_id, reason):
 
 
 def register_tasks(domain: str):
-    """Create one Celery task per command type of `domain`, named after the type."""
+    """Create one Celery task per command type of `domain`, named after the type. Retries are
+    counted by run_command (one budget per kind of failure), so Celery's own limit is off."""
     tasks = {}
     for message_type in sorted(t for t in _HANDLERS if domain_of(t) == domain):
-        def task_body(self, body):
-            return run_command(self, body)
+        def task_body(self, body, retried=None):
+            return run_command(self, body, retried)
 
         task_body.__name__ = message_type.replace(".", "_")
-        tasks[message_type] = shared_task(name=message_type, bind=True)(task_body)
+        tasks[message_type] = shared_task(name=message_type, bind=True, max_retries=None)(task_body)
     return tasks

@@ -1,5 +1,6 @@
 """Serializers: validate input, shape output. No business logic here."""
 import re
+from decimal import Decimal
 
 from rest_framework import serializers
 
@@ -7,6 +8,9 @@ from orderhub.orders.models import Order, OrderItem, Product
 
 MAX_ITEMS = 50
 MAX_QUANTITY = 1000
+# The largest total an order can hold (its column is numeric(12, 2)).
+_total = Order._meta.get_field("total")
+MAX_TOTAL = Decimal(10) ** (_total.max_digits - _total.decimal_places) - Decimal("0.01")
 
 
 class ProductSerializer(serializers.ModelSerializer):
@@ -52,10 +56,13 @@ class OrderCreateSerializer(serializers.Serializer):
         duplicates = sorted({sku for sku in skus if skus.count(sku) > 1})
         if duplicates:
             raise serializers.ValidationError(f"Each sku may appear once; repeated: {', '.join(duplicates)}.")
-        known = set(Product.objects.filter(sku__in=skus).values_list("sku", flat=True))
-        unknown = [sku for sku in skus if sku not in known]
+        prices = dict(Product.objects.filter(sku__in=skus).values_list("sku", "price"))
+        unknown = [sku for sku in skus if sku not in prices]
         if unknown:
             raise serializers.ValidationError(f"Unknown sku: {', '.join(unknown)}.")
+        total = sum((prices[item["sku"]] * item["quantity"] for item in items), Decimal("0"))
+        if total > MAX_TOTAL:
+            raise serializers.ValidationError(f"The order's total {total} is over the most an order may hold ({MAX_TOTAL}).")
         return items
 
 

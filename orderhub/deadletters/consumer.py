@@ -1,7 +1,8 @@
 """The `deadletters` process: consumes every `<queue>.dlq` and archives each message.
 
 A message is acked only after its row is committed; if the database is down the message is
-put back and tried again, so nothing dead-lettered is ever lost on the way to the archive.
+put back and tried again, so nothing dead-lettered is ever lost on the way to the archive. A
+message the archive cannot store at all is moved, as it is, to the parking queue and counted.
 """
 import logging
 import time
@@ -10,9 +11,15 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 from kombu.mixins import ConsumerMixin
 
 from orderhub import topology
+from orderhub.deadletters.reasons import parked_count_add
 from orderhub.deadletters.services import deadletter_archive
 
 log = logging.getLogger(__name__)
+
+
+# AMQP properties a parked message keeps (the rest are set anew or describe the delivery).
+KEPT_PROPERTIES = ("message_id", "correlation_id", "type", "app_id", "timestamp", "priority", "expiration",
+                   "reply_to")
 
 
 class Archiver(ConsumerMixin):
@@ -39,8 +46,26 @@ class Archiver(ConsumerMixin):
             message.requeue()
             return
         except Exception:
-            # A bug in the archiver must not lose the message nor stop the others: keep it where it
-            # is (unacked messages go back to the queue when this process restarts) and go on.
-            log.exception("could not archive a dead letter; it stays in %s", queue_name)
+            # A message the archive cannot store must neither be lost nor hold up the others (left
+            # unacked, enough of them would stop the archiver): it moves to the parking queue.
+            log.exception("could not archive a dead letter from %s; parking it in %s", queue_name,
+                          topology.PARKING_QUEUE)
+            self.park(message, queue_name)
             return
+        message.ack()
+
+    def park(self, message, queue_name):
+        try:
+            producer = self.connection.Producer()
+            producer.publish(
+                message.body, exchange="", routing_key=topology.PARKING_QUEUE,
+                headers=dict(message.headers or {}) | {"x-parked-from": queue_name},
+                content_type=message.content_type, content_encoding=message.content_encoding,
+                delivery_mode=2, retry=True, retry_policy={"max_retries": 3},
+                **{k: v for k, v in (message.properties or {}).items() if k in KEPT_PROPERTIES},
+            )
+        except Exception:
+            log.exception("could not park the message either; it stays in %s", queue_name)
+            return
+        parked_count_add()
         message.ack()

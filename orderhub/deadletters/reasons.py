@@ -32,3 +32,23 @@ def noted_reason(key):
         return cache.get(f"deadletter-reason:{key}")
     except Exception:  # the archive still keeps RabbitMQ's own reason
         return None
+
+
+PARKED_COUNT_KEY = "deadletters:parked"
+
+
+def parked_count_add():
+    """Count a message moved to the parking queue (the count outlives the queue being drained)."""
+    try:
+        cache.incr(PARKED_COUNT_KEY)
+    except ValueError:
+        cache.set(PARKED_COUNT_KEY, 1, None)
+    except Exception as exc:
+        log.warning("could not count a parked message: %r", exc)
+
+
+def parked_count() -> int:
+    try:
+        return int(cache.get(PARKED_COUNT_KEY) or 0)
+    except Exception:
+        return 0

@@ -1,6 +1,8 @@
 """Archive, replay and discard dead letters."""
 import base64
+import hashlib
 import logging
+import math
 
 from django.db import transaction
 from django.db.models import F
@@ -17,16 +19,36 @@ DEATH_HEADERS = ("x-death", "x-first-death-queue", "x-first-death-reason", "x-fi
                  "x-last-death-queue", "x-last-death-reason", "x-last-death-exchange", "x-delivery-count")
 
 
+def clean_text(value: str) -> str:
+    """Text PostgreSQL can store: no NUL characters, no lone surrogates."""
+    return value.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def _jsonable(value):
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return clean_text(value.decode("utf-8", "replace"))
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {clean_text(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or infinity
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
-    return str(value)
+    return clean_text(str(value))
+
+
+def body_as_text(body: bytes) -> tuple[str, bool]:
+    """The body as stored: UTF-8 text when it is clean text, else base64 (flagged)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        return base64.b64encode(body).decode(), True
+    return text, False
 
 
 def _death(headers, queue):
@@ -45,17 +67,16 @@ def deadletter_archive(*, body: bytes, headers: dict, properties: dict, dlq: str
     original_queue = dlq.removesuffix(".dlq")
     queue, rabbit_reason, deaths = _death(headers, original_queue)
     key = message_key(headers=headers, properties=properties, body=body)
-    reason = noted_reason(key) or f"rabbitmq: {rabbit_reason}"
-    try:
-        text, encoded = body.decode("utf-8"), False
-    except UnicodeDecodeError:
-        text, encoded = base64.b64encode(body).decode(), True
+    reason = clean_text(noted_reason(key) or f"rabbitmq: {rabbit_reason}")
+    text, encoded = body_as_text(body)
+    # A key that does not fit its column is stored as a digest of itself.
+    stored_key = clean_text(key) if len(key) <= 100 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
     with transaction.atomic():
         letter, created = DeadLetter.objects.select_for_update().get_or_create(
-            message_key=key,
-            queue=queue,
+            message_key=stored_key,
+            queue=clean_text(str(queue))[:200],
             defaults=dict(
-                message_type=str(headers.get("task") or ""), reason=reason, death_count=deaths,
+                message_type=clean_text(str(headers.get("task") or ""))[:200], reason=reason, death_count=deaths,
                 headers=_jsonable(headers), properties=_jsonable(properties), body=text, body_base64=encoded,
             ),
         )

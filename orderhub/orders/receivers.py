@@ -10,7 +10,7 @@ from sagas.models import SagaStatus
 def order_status_for(saga):
     if saga.status == SagaStatus.COMPLETED:
         return OrderStatus.COMPLETED, None
-    if saga.status == SagaStatus.COMPENSATION_FAILED:
+    if saga.status in (SagaStatus.COMPENSATION_FAILED, SagaStatus.STUCK):
         return OrderStatus.NEEDS_ATTENTION, saga.failure_reason or None
     if saga.failure_reason == "cancelled_by_client":
         return OrderStatus.CANCELLED, "cancelled_by_client"

@@ -11,6 +11,6 @@ PLACE_ORDER = Saga(
     Step("reserve_stock",   "inventory.reserve",  compensate="inventory.release"),
     Step("authorize",       "payments.authorize", compensate="payments.void", retry=PROVIDER, deadline=4.0, resends=1),
     Step("create_shipment", "shipping.create",    compensate="shipping.cancel"),
-    Step("capture",         "payments.capture",   pivot=True, retry=PROVIDER),
-    Step("notify",          "notifications.send", retriable=True, retry=Retry(attempts=5, initial=1.0, maximum=30.0)),
+    Step("capture",         "payments.capture",   pivot=True, retry=PROVIDER, max_attempts=5),
+    Step("notify",          "notifications.send", retriable=True, retry=Retry(attempts=5, initial=1.0, maximum=30.0), max_attempts=5),
 )

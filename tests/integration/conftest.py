@@ -35,6 +35,7 @@ def purge_all_queues():
             channel.queue_purge(name)
         for name in topology.DEAD_LETTERED:
             channel.queue_purge(topology.dlq_name(name))
+        channel.queue_purge(topology.PARKING_QUEUE)
         channel.close()
 
 
@@ -49,6 +50,9 @@ def cluster(django_db_setup, django_db_blocker):
         "ORDERHUB_OUTBOX_RELAY_GRACE": "0.5",
         "ORDERHUB_DEADLINE_SWEEP_INTERVAL": "0.5",
         "ORDERHUB_SANDBOX_SLOW_SECONDS": "18",
+        # A lost database is retried 3 times, a second apart, before the outcome is unknown.
+        "ORDERHUB_INFRASTRUCTURE_RETRY_ATTEMPTS": "3",
+        "ORDERHUB_INFRASTRUCTURE_RETRY_MAX_DELAY": "1",
         "PYTHONUNBUFFERED": "1",
     }
     running = TestCluster(env, Path(LOG_DIR))

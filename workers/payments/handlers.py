@@ -4,9 +4,9 @@ from decimal import Decimal
 from django.utils import timezone
 
 from contracts import Command
-from workers.messaging import BusinessRejection, handles
+from workers.messaging import BusinessRejection, CleanupOwed, handles
 from workers.payments import provider
-from workers.payments.models import Payment
+from workers.payments.models import Payment, ProviderCharge
 
 DB = "payments"
 
@@ -20,31 +20,44 @@ def _authorize_key(cmd):
     return f"{cmd.saga_id}:authorize"
 
 
+def _release_hold(cmd) -> bool:
+    """Void whatever the provider holds under this saga's authorization key. An authorization
+    whose answer was lost (a timeout, our database gone) may have left one there without a
+    Payment row here: the provider's ledger is the truth."""
+    charge = provider.charge_for(_authorize_key(cmd))
+    if charge is None or charge.status != ProviderCharge.Status.AUTHORIZED:
+        return False
+    provider.void(ref=charge.ref)
+    return True
+
+
 @handles("payments.authorize")
 def authorize(cmd: Command):
     payment = _payment(cmd)
     if payment is not None:
         if payment.status == Payment.Status.TOMBSTONE:
-            # Voided before it was authorized (the step timed out): if the provider went ahead
-            # anyway, release the hold there too.
-            charge = provider.charge_for(_authorize_key(cmd))
-            if charge is not None and charge.status == charge.Status.AUTHORIZED:
-                provider.void(ref=charge.ref)
+            # Voided before it was authorized: a late copy must leave no hold behind.
+            try:
+                _release_hold(cmd)
+            except provider.ProviderTimeout as exc:
+                raise CleanupOwed(f"a hold for a compensated saga could not be voided yet: {exc}") from exc
             raise BusinessRejection("already_compensated", "the payment was voided before it was authorized")
         return cmd.succeed(payment_id=payment.pk)
     amount = Decimal(cmd.payload["total"])
+    # Claim the saga's payment row before asking the provider. A void that arrives meanwhile waits
+    # on this row's key until this transaction ends, then finds the authorization, or (after a
+    # rollback) the provider's own record of any hold it made.
+    payment = Payment.objects.using(DB).create(
+        saga_id=cmd.saga_id, order_id=cmd.payload["order_id"], amount=amount, status=Payment.Status.PENDING,
+    )
     outcome = provider.authorize(
         token=cmd.payload["payment_token"], amount=amount, idempotency_key=_authorize_key(cmd)
     )
     if not outcome.approved:
         raise BusinessRejection(outcome.decline_reason, "declined by the payment provider")
-    payment = Payment.objects.using(DB).create(
-        saga_id=cmd.saga_id,
-        order_id=cmd.payload["order_id"],
-        amount=amount,
-        status=Payment.Status.AUTHORIZED,
-        provider_ref=outcome.ref,
-    )
+    payment.status = Payment.Status.AUTHORIZED
+    payment.provider_ref = outcome.ref
+    payment.save(using=DB, update_fields=["status", "provider_ref"])
     return cmd.succeed(payment_id=payment.pk)
 
 
@@ -67,11 +80,13 @@ def capture(cmd: Command):
 def void(cmd: Command):
     payment = _payment(cmd)
     if payment is None:
+        # No authorization committed here (it never ran, or its outcome was unknown): leave a
+        # tombstone so a late one is refused, and release any hold the provider made for it.
         Payment.objects.using(DB).create(
             saga_id=cmd.saga_id, order_id=cmd.payload["order_id"], amount=Decimal("0.00"),
             status=Payment.Status.TOMBSTONE,
         )
-        return cmd.succeed(voided=False)
+        return cmd.succeed(voided=_release_hold(cmd))
     if payment.status == Payment.Status.AUTHORIZED:
         provider.void(ref=payment.provider_ref)
         payment.status = Payment.Status.VOIDED
@@ -80,4 +95,4 @@ def void(cmd: Command):
         return cmd.succeed(voided=True)
     if payment.status == Payment.Status.CAPTURED:
         raise BusinessRejection("already_captured", "a captured payment cannot be voided")
-    return cmd.succeed(voided=False)
+    return cmd.succeed(voided=payment.status == Payment.Status.TOMBSTONE and _release_hold(cmd))

@@ -6,6 +6,8 @@ from workers.messaging import InboxMessage
 
 class Payment(models.Model):
     class Status(models.TextChoices):
+        # Claimed by an authorization in progress; only ever seen inside its own transaction.
+        PENDING = "pending"
         AUTHORIZED = "authorized"
         CAPTURED = "captured"
         VOIDED = "voided"

@@ -6,6 +6,7 @@
     tok_flaky               times out twice (transient), then approves
     tok_slow                answers after ORDERHUB_SANDBOX_SLOW_SECONDS (longer than the step's deadline)
     tok_ambiguous           charges, then the answer is lost (a timeout) the first time
+    tok_timeout             charges, then every answer is lost (a timeout): the outcome stays unknown
     tok_void_fails          approves; the capture is declined; the void times out 3 times, then works
     tok_void_broken         approves; the capture is declined; every void times out until an operator
                             lifts the fault (`manage.py sandbox lift tok_void_broken`)
@@ -30,7 +31,7 @@ from workers.payments.models import ProviderCharge, SandboxFault
 DB = "provider"
 
 DECLINES = {"tok_declined": "payment_declined", "tok_insufficient_funds": "insufficient_funds"}
-APPROVES = {"tok_ok", "tok_flaky", "tok_slow", "tok_ambiguous", "tok_void_fails", "tok_void_broken"}
+APPROVES = {"tok_ok", "tok_flaky", "tok_slow", "tok_ambiguous", "tok_timeout", "tok_void_fails", "tok_void_broken"}
 CAPTURE_DECLINED = {"tok_void_fails", "tok_void_broken"}
 FLAKY_FAILURES = 2
 VOID_FAILURES = 3
@@ -75,6 +76,8 @@ def fault_lift(name, *, lifted=True):
 def authorize(*, token: str, amount: Decimal, idempotency_key: str) -> Outcome:
     existing = ProviderCharge.objects.using(DB).filter(idempotency_key=idempotency_key).first()
     if existing is not None:
+        if existing.token == "tok_timeout":
+            raise ProviderTimeout("the provider's answer was lost again (tok_timeout)")
         return _outcome(existing)
     if token == "tok_flaky" and _failures_so_far(f"{idempotency_key}:flaky") < FLAKY_FAILURES:
         raise ProviderTimeout("the provider timed out (tok_flaky)")
@@ -90,9 +93,9 @@ def authorize(*, token: str, amount: Decimal, idempotency_key: str) -> Outcome:
                 status=ProviderCharge.Status.DECLINED if reason else ProviderCharge.Status.AUTHORIZED,
                 decline_reason=reason,
             )
-    if created and token == "tok_ambiguous":
+    if created and token in ("tok_ambiguous", "tok_timeout"):
         # The charge is made and committed; the answer never reaches the caller.
-        raise ProviderTimeout("the provider's answer was lost after charging (tok_ambiguous)")
+        raise ProviderTimeout(f"the provider's answer was lost after charging ({token})")
     return _outcome(charge)
 
 

@@ -280,6 +280,30 @@ def test_a_body_that_is_not_json_is_rejected_and_creates_nothing(api, order_body
     assert created_rows() == (0, 0, 0)
 
 
+def test_a_body_nested_thousands_deep_is_a_parse_error_and_creates_nothing(api):
+    body = '{"items": ' + "[" * 5000 + "]" * 5000 + "}"
+
+    assert_error(api.post("/api/orders/", data=body, content_type="application/json"), 400, "parse_error")
+    assert created_rows() == (0, 0, 0)
+
+
+def test_an_order_whose_total_overflows_what_an_order_holds_is_refused_and_creates_nothing(api, order_body):
+    dear = ProductFactory(sku="YACHT-1", price=Decimal("99999999.99"))
+    body = order_body | {"items": [{"sku": dear.sku, "quantity": 1000}]}
+
+    response = api.post("/api/orders/", body, format="json")
+
+    assert "most an order may hold" in str(assert_error(response, 400, "invalid")["fields"]["items"])
+    assert created_rows() == (0, 0, 0)
+
+
+def test_an_order_at_the_largest_total_is_accepted(api, order_body):
+    dear = ProductFactory(sku="YACHT-2", price=Decimal("9999999.99"))
+    body = order_body | {"items": [{"sku": dear.sku, "quantity": 1000}]}
+
+    assert api.post("/api/orders/", body, format="json").status_code == 202
+
+
 def test_a_body_that_is_a_json_list_is_rejected_and_creates_nothing(api, order_body):
     response = api.post("/api/orders/", data=json.dumps([order_body]), content_type="application/json")
 

@@ -131,6 +131,9 @@ class SagaScenario:
     def reply_failure(self, reason: str, detail: str = "") -> SagaScenario:
         return self._reply_to_awaited("failed", reason=reason, detail=detail)
 
+    def reply_unknown(self, reason: str = "retries_exhausted", detail: str = "") -> SagaScenario:
+        return self._reply_to_awaited("unknown", reason=reason, detail=detail)
+
     def succeed(self, *message_types: str) -> SagaScenario:
         """Expect each command in turn and answer it with success."""
         for message_type in message_types:

@@ -6,6 +6,7 @@ from orderhub.celery import app
 from orderhub.deadletters import services
 from orderhub.deadletters.consumer import Archiver
 from orderhub.deadletters.models import DeadLetter
+from orderhub.deadletters.reasons import parked_count
 
 
 class Command(BaseCommand):
@@ -39,6 +40,18 @@ class Command(BaseCommand):
                 f"{letter.id:>6}  {letter.queue:24} {letter.message_type or '-':22} {letter.death_count:>6}  "
                 f"{letter.status:9} {letter.first_seen:%Y-%m-%d %H:%M:%S}  {letter.reason[:100]}"
             )
+        self.stdout.write(f"parked (could not be archived): {parked_count()} so far, "
+                          f"{self._parked_now()} waiting in {topology.PARKING_QUEUE}")
+
+    def _parked_now(self):
+        try:
+            with app.connection_for_read() as connection:
+                channel = connection.channel()
+                depth = channel.queue_declare(topology.PARKING_QUEUE, passive=True).message_count
+                channel.close()
+                return depth
+        except Exception as exc:  # the listing still helps without the broker
+            return f"unknown ({type(exc).__name__})"
 
     def _replay(self, id=None, all=False, **options):
         if (id is None) == (not all):
