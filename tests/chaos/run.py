@@ -57,6 +57,9 @@ def parse_args(argv=None):
     parser.add_argument("--workers-per-domain", type=int, default=2)
     parser.add_argument("--no-broker-restart", action="store_true")
     parser.add_argument("--no-db-terminate", action="store_true")
+    parser.add_argument("--payments-db-outage", type=float, default=25.0,
+                        help="seconds the payments database refuses every connection (0: none); longer than a "
+                             "worker's infrastructure retries, so some steps end with an unknown outcome")
     parser.add_argument("--settle-timeout", type=float, default=240.0)
     parser.add_argument("--time-limit", type=float, default=600.0, help="the whole run, seconds")
     parser.add_argument("--seed", type=int, default=None)
@@ -258,6 +261,7 @@ class Monkey(threading.Thread):
         self.kills = Counter()
         self.broker_restarted = "skipped" if args.no_broker_restart else "pending"
         self.db_terminated = "skipped" if args.no_db_terminate else "pending"
+        self.payments_outage = "pending" if args.payments_db_outage > 0 else "skipped"
         self.errors = []
         planned = args.orders / args.rate
         self.timers = []
@@ -265,6 +269,9 @@ class Monkey(threading.Thread):
             self.timers.append(threading.Timer(planned * 0.3, self._once, ("broker_restarted", restart_broker)))
         if not args.no_db_terminate:
             self.timers.append(threading.Timer(planned * 0.6, self._once, ("db_terminated", terminate_backends)))
+        if args.payments_db_outage > 0:
+            outage = lambda: payments_database_outage(args.payments_db_outage)  # noqa: E731
+            self.timers.append(threading.Timer(planned * 0.45, self._once, ("payments_outage", outage)))
 
     def _once(self, attribute, fault):
         try:
@@ -315,6 +322,24 @@ def terminate_backends():
     return f"done ({count} backends)"
 
 
+def payments_database_outage(seconds):
+    """The payments database refuses every connection for `seconds`: its open connections are
+    terminated and new ones are refused (the provider's ledger lives there too)."""
+    from django.db import connection
+
+    name = DB_PREFIX + "payments"
+    say(f"the payments database is unreachable for {seconds:.0f}s")
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", [name])
+            time.sleep(seconds)
+        finally:
+            cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    say("the payments database is back")
+    return f"done ({seconds:.0f}s)"
+
+
 # --- quiet and the invariants -----------------------------------------------------------------
 def settled(order_ids):
     from django.db import close_old_connections
@@ -336,15 +361,25 @@ def dead_letter_queues_empty(env):
 
 
 def expected_dead_letters(placed, poison_keys):
-    """The message keys the archive must hold: the injected malformed messages and the void of
-    every tok_void_broken order whose compensation failed (its retries are exhausted by design)."""
+    """The message keys the archive must hold: the injected malformed messages, the void of every
+    tok_void_broken order whose compensation failed (its retries are exhausted by design), and
+    every command a worker answered `unknown` and dead-lettered because it could not record that
+    answer (its database was unreachable: the payments outage)."""
     from orderhub.orders.models import Order
     from sagas.models import SagaEvent
 
     broken = Order.objects.filter(id__in=[oid for oid, name in placed.items() if name == "void_broken"],
                                   status="needs_attention").values_list("saga_id", flat=True)
     voids = SagaEvent.objects.filter(kind="command", message_type="payments.void", saga_id__in=list(broken))
-    return set(poison_keys) | {str(m) for m in voids.values_list("message_id", flat=True)}
+    return set(poison_keys) | {str(m) for m in voids.values_list("message_id", flat=True)} | unrecorded_unknowns()
+
+
+def unrecorded_unknowns():
+    from sagas.models import SagaEvent
+
+    answers = SagaEvent.objects.filter(kind__in=["reply", "stale_reply"], body__outcome="unknown",
+                                       body__data__dead_lettered=True)
+    return {body["in_reply_to"] for body in answers.values_list("body", flat=True)}
 
 
 def archive_caught_up(env, placed, poison_keys):
@@ -413,12 +448,17 @@ def check_invariants(placed, initial, poison_keys):
     ledger_refs = set(ProviderCharge.objects.filter(status="captured").values_list("ref", flat=True))
     if payment_refs != ledger_refs:
         problems.append(f"captured refs differ: {len(payment_refs ^ ledger_refs)}")
+    for held in ProviderCharge.objects.filter(status="authorized"):
+        saga = sagas.get(held.idempotency_key.split(":")[0])
+        if saga is None or saga.status != "compensation_failed":
+            problems.append(f"authorization {held.ref} left open for saga {held.idempotency_key.split(':')[0]} "
+                            f"({saga and saga.status})")
     completed_sagas = {str(o.saga_id) for o in orders.values() if o.status == "completed"}
     captured_sagas = {str(s) for s in Payment.objects.filter(status="captured").values_list("saga_id", flat=True)}
     if captured_sagas != completed_sagas:
         problems.append(f"{len(captured_sagas ^ completed_sagas)} sagas captured without completing or vice versa")
-    results.append(("I3", "captured = completed totals; one capture/authorization per order; ledger agrees",
-                    problems))
+    results.append(("I3", "captured = completed totals; one capture/authorization per order; ledger agrees; "
+                          "no hold left open but in the operator's queue", problems))
 
     # I4: every outbox row published; no saga waits on a command that was never sent.
     problems = [f"{n} outbox rows unpublished"
@@ -456,8 +496,10 @@ def check_invariants(placed, initial, poison_keys):
     problems = []
     if archived != expected:
         problems.append(f"unexpected: {sorted(archived - expected)[:5]} missing: {sorted(expected - archived)[:5]}")
+    unknowns = unrecorded_unknowns()
     results.append(("I6", f"dead-letter archive = injected poison ({len(poison_keys)} malformed + "
-                          f"{len(exhausted_voids)} broken voids)", problems))
+                          f"{len(exhausted_voids - unknowns)} broken voids + {len(unknowns)} unrecorded unknowns)",
+                    problems))
     return results
 
 
@@ -524,6 +566,7 @@ def main(argv=None):
             ("SIGKILLs", f"{sum(monkey.kills.values())} {dict(monkey.kills)}"),
             ("RabbitMQ restart", monkey.broker_restarted),
             ("PostgreSQL backends", monkey.db_terminated),
+            ("payments DB outage", monkey.payments_outage),
             ("poison injected", len(poison_keys)),
             ("monkey errors", monkey.errors[:3] or "none"),
             ("seed", seed_value),

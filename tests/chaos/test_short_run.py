@@ -1,5 +1,6 @@
 """A short run of the chaos suite as part of `make test`: about 100 orders, a few SIGKILLs, one
-RabbitMQ restart, one round of terminated PostgreSQL backends, and every invariant checked."""
+RabbitMQ restart, one round of terminated PostgreSQL backends, the payments database unreachable
+for longer than a worker's infrastructure retries, and every invariant checked."""
 import shutil
 import subprocess
 import sys
@@ -24,3 +25,4 @@ def test_a_short_chaos_run_keeps_every_invariant():
     if shutil.which("rabbitmqctl"):  # the broker is this machine's own: it must have been restarted
         assert "RabbitMQ restart             done" in run.stdout
     assert "PostgreSQL backends          done" in run.stdout
+    assert "payments DB outage           done" in run.stdout

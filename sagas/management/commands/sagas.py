@@ -1,4 +1,4 @@
-"""Operate sagas: list them by status, resume one whose compensation failed."""
+"""Operate sagas: list them by status, resume one whose compensation failed or whose forward step is stuck."""
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -14,7 +14,8 @@ class Command(BaseCommand):
         listing = sub.add_parser("list", help="sagas, newest first")
         listing.add_argument("--status", choices=SagaStatus.values)
         listing.add_argument("--limit", type=int, default=50)
-        retry = sub.add_parser("retry", help="resume a compensation_failed saga: send its failed compensation again")
+        retry = sub.add_parser("retry", help="resume a compensation_failed saga (its failed compensation is sent "
+                                             "again) or a stuck one (its forward step gets a new attempt)")
         retry.add_argument("id")
 
     def handle(self, *args, action, **options):
@@ -32,4 +33,5 @@ class Command(BaseCommand):
             raise CommandError(f"no saga {options['id']}") from None
         except engine.SagaNotRetriable as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"saga {saga.id} resumed: compensating from step {saga.current_step}")
+        doing = "compensating" if saga.status == "compensating" else "retrying"
+        self.stdout.write(f"saga {saga.id} resumed: {doing} step {saga.current_step}")
