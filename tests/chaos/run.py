@@ -107,6 +107,10 @@ def reset_world(env):
     requests.put(f"{api}/vhosts/{VHOST}", timeout=30).raise_for_status()
     requests.put(f"{api}/permissions/{VHOST}/guest", json={"configure": ".*", "write": ".*", "read": ".*"},
                  timeout=30).raise_for_status()
+    # An interrupted run may have left a database refusing connections (the payments outage).
+    admin_sql("DO $$ DECLARE d text; BEGIN FOR d IN SELECT datname FROM pg_database "
+              f"WHERE datname LIKE '{DB_PREFIX}%' AND NOT datallowconn "
+              "LOOP EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS true', d); END LOOP; END $$")
     manage = [sys.executable, "manage.py"]
     subprocess.run(manage + ["setup_databases"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     for alias in ("default", "inventory", "payments", "shipping", "notifications"):
@@ -324,20 +328,46 @@ def terminate_backends():
 
 def payments_database_outage(seconds):
     """The payments database refuses every connection for `seconds`: its open connections are
-    terminated and new ones are refused (the provider's ledger lives there too)."""
-    from django.db import connection
-
+    terminated and new ones are refused (the provider's ledger lives there too). Each statement
+    runs on a connection of its own, so the other faults (terminated backends) cannot leave the
+    database closed."""
     name = DB_PREFIX + "payments"
     say(f"the payments database is unreachable for {seconds:.0f}s")
-    with connection.cursor() as cursor:
-        cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-        try:
-            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", [name])
-            time.sleep(seconds)
-        finally:
-            cursor.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    allow_connections(name, False)
+    try:
+        admin_sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s", [name])
+        time.sleep(seconds)
+    finally:
+        allow_connections(name, True)
     say("the payments database is back")
     return f"done ({seconds:.0f}s)"
+
+
+def allow_connections(database, allowed: bool):
+    admin_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+
+
+def admin_sql(sql, params=None, attempts=20):
+    """One statement on a fresh connection to the server's `postgres` database, retried."""
+    import psycopg2
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    for attempt in range(attempts):
+        try:
+            connection = psycopg2.connect(dbname="postgres", user=db["USER"], password=db["PASSWORD"],
+                                          host=db["HOST"], port=db["PORT"], connect_timeout=5)
+            try:
+                connection.autocommit = True
+                with connection.cursor() as cursor:
+                    cursor.execute(sql, params)
+                return
+            finally:
+                connection.close()
+        except psycopg2.Error:
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(0.5)
 
 
 # --- quiet and the invariants -----------------------------------------------------------------

@@ -31,17 +31,6 @@ def test_an_unknown_authorization_is_voided_with_the_steps_before_it():
     assert scenario.step("authorize").error.startswith("outcome unknown: retries_exhausted")
 
 
-def test_a_failed_authorization_is_not_voided():
-    scenario = (
-        given(PLACE_ORDER, place_order_context())
-        .expect_command("inventory.reserve").reply_success()
-        .expect_command("payments.authorize").reply_failure("payment_declined")
-        .expect_command("inventory.release").reply_success()
-        .expect_status("compensated", failure_reason="payment_declined")
-    )
-    assert scenario.compensations_sent == ["inventory.release"]
-
-
 def test_an_unknown_capture_is_tried_again_and_never_compensated():
     scenario = (
         given(PLACE_ORDER, place_order_context())
