@@ -487,8 +487,8 @@ def check_invariants(placed, initial, poison_keys):
     captured_sagas = {str(s) for s in Payment.objects.filter(status="captured").values_list("saga_id", flat=True)}
     if captured_sagas != completed_sagas:
         problems.append(f"{len(captured_sagas ^ completed_sagas)} sagas captured without completing or vice versa")
-    results.append(("I3", "captured = completed totals; one capture/authorization per order; ledger agrees; "
-                          "no hold left open but in the operator's queue", problems))
+    results.append(("I3", "captured = completed totals; 1 capture/auth per order; ledger agrees; no stray hold",
+                    problems))
 
     # I4: every outbox row published; no saga waits on a command that was never sent.
     problems = [f"{n} outbox rows unpublished"
