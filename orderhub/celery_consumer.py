@@ -4,18 +4,36 @@
   queue's dead-letter exchange instead.
 - A message that is not a task, or names an unknown task: Celery rejects it; here the reason is
   noted first so the dead-letter archive can say why.
+- A task message whose body is not Celery's `[args, kwargs, embed]`, or whose headers Celery
+  cannot use (no `id`, a `timelimit` that is not a pair of numbers, ...): Celery unpacks it in
+  its consume strategy, outside any task, and an error there is "unrecoverable": the worker
+  process exits, and the message, never acked, comes back to kill the next one. Some shapes get
+  past the strategy and are acked away later instead (keyword arguments that are not an object).
+  Here every task message is checked before the strategy sees it, and anything the strategy
+  still raises is caught: either way the message is poison, rejected to its dead-letter queue
+  with the reason, and the worker carries on. (A malformed tick is dropped and counted instead:
+  its queue has no dead-letter queue, a tick being worthless once late.)
 - After losing the broker, Celery retries the connection at 2, 4, 6, ... seconds (kombu's
   defaults), so a worker comes back up to ten seconds after a restarted RabbitMQ does, while
   deadlines run. Here it retries every half second, then at most every two seconds.
 """
 import functools
+import inspect
 import logging
+import numbers
+from datetime import datetime, timedelta, timezone
 
 from celery.worker.consumer import Consumer as CeleryConsumer
+from django.core.cache import cache
+from kombu.exceptions import ContentDisallowed, DecodeError
+from vine import promise
 
+from orderhub import topology
 from orderhub.deadletters.reasons import message_key, note_reason
 
 log = logging.getLogger(__name__)
+
+MALFORMED_TICKS_KEY = "ticks:malformed"
 
 
 def _note(message, reason):
@@ -25,24 +43,141 @@ def _note(message, reason):
 RECONNECT = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
 
 
+# Retries are delayed by at most a minute; an eta much further ahead would sit in a worker's memory.
+MAX_ETA_AHEAD = timedelta(hours=1)
+
+
+def _datetime(value):
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _is_number_or_none(value):
+    return value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+
+
+def task_message_problem(app, message) -> str | None:
+    """Why a protocol-2 task message cannot be run as it is, or None. Checks only what Celery
+    would trust without checking (it would crash the worker or ack the message away)."""
+    headers = message.headers
+    if not isinstance(headers.get("id"), str) or not headers["id"]:
+        return "the task id header is missing or not a string"
+    timelimit = headers.get("timelimit")
+    if timelimit is not None and not (isinstance(timelimit, (list, tuple)) and len(timelimit) == 2
+                                      and all(_is_number_or_none(t) for t in timelimit)):
+        return f"the timelimit header is not a pair of numbers: {timelimit!r:.100}"
+    retries = headers.get("retries")
+    if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
+        return f"the retries header is not a count: {retries!r:.100}"
+    if headers.get("expires") is not None:
+        # OrderHub never sets one; Celery would ack an expired message away without a trace.
+        return "an expires header (OrderHub sends none)"
+    eta = headers.get("eta")
+    if eta is not None:
+        when = _datetime(eta)
+        if when is None:
+            return f"the eta header is not a date and time: {eta!r:.100}"
+        if when > datetime.now(timezone.utc) + MAX_ETA_AHEAD:
+            return f"the eta header is more than {MAX_ETA_AHEAD} ahead: {eta:.100}"
+    for name in ("root_id", "parent_id", "group", "shadow", "lang", "origin", "argsrepr", "kwargsrepr"):
+        if headers.get(name) is not None and not isinstance(headers[name], str):
+            return f"the {name} header is not a string"
+    body = message.decode()  # a DecodeError here goes to on_decode_error, like Celery's own
+    if not isinstance(body, (list, tuple)) or len(body) != 3:
+        return "the body is not [args, kwargs, embed]"
+    args, kwargs, embed = body
+    if not isinstance(args, (list, tuple)):
+        return "args is not a list"
+    if not isinstance(kwargs, dict):
+        return "kwargs is not an object"
+    if embed is not None and not isinstance(embed, dict):
+        return "embed is not an object"
+    for name in ("callbacks", "errbacks", "chain"):
+        if (embed or {}).get(name) is not None:
+            return f"embed.{name} is not accepted (OrderHub sends no workflows)"
+    if (embed or {}).get("chord") is not None:
+        return "embed.chord is not accepted (OrderHub sends no workflows)"
+    task = app.tasks.get(headers.get("task"))
+    if task is not None:
+        try:
+            inspect.signature(task.run).bind(*args, **kwargs)
+        except TypeError as exc:
+            return f"the arguments do not fit {task.name}: {exc}"
+    return None
+
+
+def _count_malformed_tick():
+    try:
+        cache.incr(MALFORMED_TICKS_KEY)
+    except ValueError:
+        cache.set(MALFORMED_TICKS_KEY, 1, None)
+    except Exception as exc:  # the count is a courtesy
+        log.warning("could not count a malformed tick: %r", exc)
+
+
+def malformed_ticks() -> int:
+    try:
+        return int(cache.get(MALFORMED_TICKS_KEY) or 0)
+    except Exception:
+        return 0
+
+
 class Consumer(CeleryConsumer):
     def ensure_connected(self, conn):
         conn.ensure_connection = functools.partial(conn.ensure_connection, **RECONNECT)
         return super().ensure_connected(conn)
 
     def on_decode_error(self, message, exc):
-        log.error("undecodable message dead-lettered: %s (content_type=%s)", exc, message.content_type)
-        _note(message, f"malformed: cannot decode the body ({message.content_type}): {exc}")
-        message.reject(requeue=False)
+        self.poison(message, f"cannot decode the body ({message.content_type}): {exc}")
 
     def on_unknown_message(self, body, message):
-        _note(message, "malformed: not a task message (no task header)")
-        super().on_unknown_message(body, message)
+        self.poison(message, "not a task message (no task header)")
 
     def on_unknown_task(self, body, message, exc):
-        _note(message, f"malformed: unknown task {message.headers.get('task')!r}")
-        super().on_unknown_task(body, message, exc)
+        self.poison(message, f"unknown task {message.headers.get('task')!r:.200}")
 
     def on_invalid_task(self, body, message, exc):
-        _note(message, f"malformed: invalid task message: {exc}")
-        super().on_invalid_task(body, message, exc)
+        self.poison(message, f"invalid task message: {exc}")
+
+    def poison(self, message, why):
+        """Reject a message nobody can run to its dead-letter queue with the reason noted (a tick:
+        dropped, as its queue drops them, and counted)."""
+        if message.acknowledged:
+            return
+        routing_key = str((message.delivery_info or {}).get("routing_key") or "")
+        if routing_key.startswith(topology.TICK_PREFIX):
+            log.error("malformed tick dropped: %s", why)
+            _count_malformed_tick()
+        else:
+            log.error("malformed message dead-lettered: %s", why)
+            _note(message, f"malformed: {why}")
+        message.reject(requeue=False)
+
+    def create_task_handler(self, promise=promise):
+        handler = super().create_task_handler(promise)
+        app = self.app
+
+        def on_task_received(message):
+            try:
+                headers = message.headers
+                if isinstance(headers, dict) and "task" in headers:  # protocol 2, Celery's own
+                    try:
+                        problem = task_message_problem(app, message)
+                    except (DecodeError, ContentDisallowed) as exc:
+                        return self.on_decode_error(message, exc)
+                    if problem:
+                        return self.poison(message, problem)
+                return handler(message)
+            except self.connection_errors:
+                raise  # the broker is gone: Celery reconnects, and the message comes back
+            except Exception as exc:
+                # Celery would call this unrecoverable and stop the worker (see the module's doc).
+                log.exception("a message broke the consume strategy")
+                return self.poison(message, f"{type(exc).__name__}: {exc}"[:1000])
+
+        return on_task_received

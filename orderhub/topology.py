@@ -25,6 +25,7 @@ CONTROL_QUEUE = "saga.control"
 # Beat's periodic ticks (outbox relay, deadline sweep). A tick is worthless once the next one is
 # due, so the queue drops ticks older than TICK_TTL_MS and does not dead-letter them.
 TICKS_QUEUE = "saga.ticks"
+TICK_PREFIX = "saga.tick"  # the ticks' routing keys (saga.tick.<name>) and their queue's name
 TICK_TTL_MS = 30_000
 REPLY_TYPE = "saga.reply"
 # Dead letters the archive cannot store (the archiver moves them here, as they are, and counts

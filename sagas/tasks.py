@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from contracts import MalformedMessage, Reply
+from orderhub.deadletters.reasons import note_reason
 from orderhub.topology import REPLY_TYPE
 from sagas import engine, outbox
 
@@ -22,6 +23,7 @@ def receive_reply(self, body):
         reply = Reply.from_dict(body)
     except MalformedMessage as exc:
         log.error("malformed reply dead-lettered: %s", exc)
+        note_reason(self.request.id, f"malformed: {exc}")
         raise Reject(f"malformed: {exc}", requeue=False) from None
     try:
         return engine.reply_apply(reply)

@@ -30,6 +30,12 @@ class Archiver(ConsumerMixin):
         channel.basic_qos(prefetch_size=0, prefetch_count=10, a_global=False)
         return [Consumer(queues=topology.dead_letter_queues(), on_message=self.on_message, accept=None)]
 
+    def on_decode_error(self, message, exc):
+        # kombu would log and ack it away (a `compression` header over a body that is not
+        # compressed, say): the archive keeps it raw, as it came, like any other dead letter.
+        log.warning("dead letter that cannot be decoded, archived raw: %r", exc)
+        self.on_message(message)
+
     def on_connection_revived(self):
         topology.declare(self.connection)
 

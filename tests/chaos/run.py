@@ -53,7 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=3.0, help="orders placed per second")
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between SIGKILLs")
-    parser.add_argument("--poison", type=int, default=5, help="malformed messages to inject")
+    parser.add_argument("--poison", type=int, default=52,
+                        help="malformed messages to inject, of every kind, spread over every queue consumed")
     parser.add_argument("--workers-per-domain", type=int, default=2)
     parser.add_argument("--no-broker-restart", action="store_true")
     parser.add_argument("--no-db-terminate", action="store_true")
@@ -221,29 +222,30 @@ def place_orders(client, args, rng, skus):
     return placed
 
 
-def inject_poison(env, count, rng):
-    """Malformed messages straight onto domain queues; returns their keys."""
+def poison_during(env, args, rng, started, injected):
+    """Malformed messages of every kind (tests/support/poison.py), round-robin over every queue a
+    process consumes, dead-letter queues included, at random moments while orders are placed.
+    `injected` collects (queue, message id)."""
     from kombu import Connection
 
+    from tests.support import poison
+
+    queues = list(poison.QUEUES)
+    rng.shuffle(queues)
+    moments = sorted(rng.uniform(0, args.orders / args.rate) for _ in range(args.poison))
+    with Connection(env["ORDERHUB_BROKER_URL"], transport_options={"confirm_publish": True}) as connection:
+        for n, at in enumerate(moments):
+            time.sleep(max(0.0, started + at - time.monotonic()))
+            queue, message_id = queues[n % len(queues)], str(uuid.uuid4())
+            poison.publish_malformed(connection, queue, rng.choice(sorted(poison.KINDS)), message_id)
+            injected.append((queue, message_id))
+
+
+def archived_poison(injected):
+    """The injected keys the archive must hold: all but the ticks (dropped and counted instead)."""
     from orderhub import topology
 
-    keys = []
-    with Connection(env["ORDERHUB_BROKER_URL"]) as connection:
-        producer = connection.Producer()
-        for _ in range(count):
-            key = str(uuid.uuid4())
-            domain = rng.choice(topology.DOMAINS)
-            producer.publish({"poison": True, "n": len(keys)}, exchange=topology.EXCHANGE.name,
-                             routing_key=f"{domain}.reserve", message_id=key, retry=True)
-            keys.append(key)
-    return keys
-
-
-def poison_during(env, args, rng, started, keys):
-    """Inject the malformed messages at random moments while orders are being placed."""
-    for at in sorted(rng.uniform(0, args.orders / args.rate) for _ in range(args.poison)):
-        time.sleep(max(0.0, started + at - time.monotonic()))
-        keys.extend(inject_poison(env, 1, rng))
+    return [message_id for queue, message_id in injected if queue != topology.TICKS_QUEUE]
 
 
 def api_healthy(client):
@@ -569,12 +571,16 @@ def main(argv=None):
             return 2
         monkey.start()
         placing_started = time.monotonic()
-        poison_keys = []
-        poisoner = threading.Thread(target=poison_during, args=(env, args, rng, placing_started, poison_keys),
+        from orderhub.celery_consumer import malformed_ticks
+
+        ticks_before, injected = malformed_ticks(), []
+        poisoner = threading.Thread(target=poison_during, args=(env, args, rng, placing_started, injected),
                                     daemon=True)
         poisoner.start()
         placed = place_orders(client, args, rng, sorted(k for k in initial if k != "CH-SCARCE"))
         poisoner.join()
+        poison_keys = archived_poison(injected)
+        poisoned_ticks = len(injected) - len(poison_keys)
         placing_took = time.monotonic() - placing_started
         say(f"placed {len(placed)} orders in {placing_took:.0f}s; waiting for quiet")
         monkey.finish()
@@ -582,6 +588,9 @@ def main(argv=None):
         quiet = wait_until(lambda: settled(list(placed)), budget, "every order to end")
         wait_until(lambda: archive_caught_up(env, placed, poison_keys), 60, "the dead-letter archive")
         results = check_invariants(placed, initial, poison_keys)
+        counted = malformed_ticks() - ticks_before
+        results.append(("I7", f"every malformed tick dropped and counted ({poisoned_ticks} injected, {counted} counted)",
+                        [] if counted >= poisoned_ticks else [f"{poisoned_ticks - counted} ticks not counted"]))
         if not quiet:
             results.append(("--", "the run settled within its time limit", ["did not settle"]))
         from orderhub.orders.models import Order
@@ -597,7 +606,7 @@ def main(argv=None):
             ("RabbitMQ restart", monkey.broker_restarted),
             ("PostgreSQL backends", monkey.db_terminated),
             ("payments DB outage", monkey.payments_outage),
-            ("poison injected", len(poison_keys)),
+            ("poison injected", f"{len(injected)} ({len({q for q, _ in injected})} queues)"),
             ("monkey errors", monkey.errors[:3] or "none"),
             ("seed", seed_value),
             ("failure reasons", dict(sorted(reasons.items()))),

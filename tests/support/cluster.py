@@ -53,6 +53,10 @@ class Cluster:
         replies = app.control.ping(timeout=0.5) or []
         return self.worker_names(keys) <= {name for reply in replies for name in reply}
 
+    def pids(self) -> dict[str, int]:
+        """The PID of every process still running, by key."""
+        return {key: proc.pid for key, proc in self.procs.items() if proc.poll() is None}
+
     def kill(self, key, sig=signal.SIGKILL):
         proc = self.procs.pop(key)
         try:
