@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_VHOST := orderhub_test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test demo chaos venv services databases topology clean unit integration
+.PHONY: run test demo chaos bench venv services databases topology clean unit integration
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ demo: venv
 ORDERS ?= 1000
 chaos: venv services
 	$(BIN)/python -m tests.chaos.run --orders $(ORDERS) $(CHAOS_ARGS)
+
+# OrderHub's saga path beside a plain Celery chain, measured in the same run (tests/bench/run.py).
+# Its own databases (bench_*), vhosts and Redis db; results also in var/bench-results/.
+bench: venv services
+	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

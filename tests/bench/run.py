@@ -1,0 +1,458 @@
+"""`make bench`: OrderHub's saga path measured beside a plain Celery chain, in the same run.
+
+It builds its own world (databases `bench_*`, vhosts `orderhub_bench` and `orderhub_bench_chain`,
+Redis db 3), starts the processes as `make run` does (its Procfile's commands and defaults), and:
+
+- places orders one at a time (a lone saga's latency), then a burst at full speed through the
+  service the API calls (`order_place`), then a burst through the REST API;
+- runs the same three loads on the baseline chain (tests/bench/chain.py);
+- prints sagas/s, accepted->completed latency p50/p95/p99, messages and database commits per saga,
+  CPU ms per saga by process, peak RSS per process, and OrderHub's figures as ratios to the chain's;
+- writes the figures as JSON under var/bench-results/.
+
+Everything runs on this machine over loopback, bounded by --time-limit."""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+VHOST, CHAIN_VHOST, DB_PREFIX = "orderhub_bench", "orderhub_bench_chain", "bench_"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROCESSES = ["orchestrator", "inventory", "payments", "shipping", "notifications", "beat", "deadletters", "api"]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=300, help="orders in each burst")
+    parser.add_argument("--lone", type=int, default=20, help="orders placed one at a time")
+    parser.add_argument("--threads", type=int, default=8, help="client threads in a burst")
+    parser.add_argument("--settle-timeout", type=float, default=180.0)
+    return parser.parse_args(argv)
+
+
+def say(message):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bench_env():
+    base = "amqp://guest:guest@127.0.0.1:5672/"
+    return os.environ | {
+        "DJANGO_SETTINGS_MODULE": "orderhub.settings",
+        "ORDERHUB_DB_PREFIX": DB_PREFIX,
+        "ORDERHUB_BROKER_URL": base + VHOST,
+        "ORDERHUB_REDIS_URL": "redis://127.0.0.1:6379/3",
+        "ORDERHUB_THROTTLE_RATE": "1000000/min",
+        "ORDERHUB_API_BIND": f"127.0.0.1:{free_port()}",
+        "ORDERHUB_API_WORKERS": "2",
+        "BENCH_CHAIN_BROKER_URL": base + CHAIN_VHOST,
+        "BENCH_CHAIN_DSN": f"dbname={DB_PREFIX}chain host=127.0.0.1 user=postgres",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+# --- the world --------------------------------------------------------------------------------
+def management():
+    from django.conf import settings
+
+    return settings.RABBITMQ_MANAGEMENT_URL.rstrip("/")
+
+
+def reset_world(env):
+    import psycopg2
+
+    for vhost in (VHOST, CHAIN_VHOST):
+        requests.delete(f"{management()}/vhosts/{vhost}", timeout=30)
+        requests.put(f"{management()}/vhosts/{vhost}", timeout=30).raise_for_status()
+        requests.put(f"{management()}/permissions/{vhost}/guest",
+                     json={"configure": ".*", "write": ".*", "read": ".*"}, timeout=30).raise_for_status()
+    manage = [sys.executable, "manage.py"]
+    subprocess.run(manage + ["setup_databases"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    for alias in ("default", "inventory", "payments", "shipping", "notifications"):
+        subprocess.run(manage + ["flush", "--no-input", "--database", alias], cwd=ROOT, env=env, check=True)
+    subprocess.run(manage + ["declare_topology"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    admin = psycopg2.connect(dbname="postgres", host="127.0.0.1", user="postgres")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_PREFIX + "chain"])
+        if not cursor.fetchone():
+            cursor.execute(f'CREATE DATABASE "{DB_PREFIX}chain"')
+    admin.close()
+    from tests.bench import chain
+
+    chain_db = psycopg2.connect(env["BENCH_CHAIN_DSN"])
+    with chain_db, chain_db.cursor() as cursor:
+        cursor.execute(chain.SCHEMA)
+    chain_db.close()
+
+
+def seed():
+    from decimal import Decimal
+
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from orderhub.orders.models import Product
+    from workers.inventory.models import StockItem
+
+    Product.objects.create(sku="SKU-BENCH", name="Bench item", price=Decimal("10.00"))
+    StockItem.objects.create(sku="SKU-BENCH", available=100_000_000)
+    client = get_user_model().objects.create(username=f"bench-{uuid.uuid4().hex[:6]}")
+    return client, Token.objects.create(user=client).key
+
+
+def start_orderhub(env):
+    from tests.support.cluster import Cluster
+
+    cluster = Cluster(env, ROOT / "var" / "bench-logs")
+    for log in cluster.log_dir.glob("*.log"):
+        log.unlink()
+    for name in PROCESSES:
+        cluster.start(name)
+    return cluster
+
+
+def start_chain_worker(env, log_dir):
+    log = open(log_dir / "chain-worker.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.bench.chain", "worker", "-P", "prefork", "-c", "2",
+         "--prefetch-multiplier", "1", "-n", "bench-chain@%h", "--without-gossip", "--without-mingle", "-l",
+         "WARNING"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+# --- counters ---------------------------------------------------------------------------------
+def tree(pid):
+    """pid and all its descendants."""
+    pids, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split() if Path(
+                f"/proc/{parent}/task/{parent}/children").exists() else []:
+            pids.add(int(child))
+            frontier.append(int(child))
+    return pids
+
+
+def cpu_seconds(pids):
+    """User and system CPU of these processes and of their children that have exited (a PostgreSQL
+    backend that came and went is counted in the postmaster's)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(field) for field in fields[11:15])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return total / CLK_TCK
+
+
+def peak_rss_mb(pids):
+    peak = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) / 1024)
+        except FileNotFoundError:
+            pass
+    return round(peak, 1)
+
+
+def pids_named(*names):
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in names:
+                    found.add(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return found
+
+
+def process_groups(processes):
+    """name -> pids, every process of the system under test plus PostgreSQL and RabbitMQ."""
+    groups = {name: tree(pid) for name, pid in processes.items()}
+    groups["postgres"] = pids_named("postgres")
+    groups["rabbitmq"] = pids_named("beam.smp", "erl_child_setup", "epmd")
+    return groups
+
+
+# RabbitMQ's management API refreshes its message counts every 5 s; an idle PostgreSQL backend
+# reports its commits to pg_stat_database within 10 s.
+STATS_INTERVAL = 11
+
+
+def snapshot(groups, vhost, databases):
+    import psycopg2
+
+    time.sleep(STATS_INTERVAL)
+    stats = requests.get(f"{management()}/vhosts/{vhost}", timeout=10).json().get("message_stats", {})
+    connection = psycopg2.connect(dbname="postgres", host="127.0.0.1", user="postgres")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname = ANY(%s)",
+                       [list(databases)])
+        commits = int(cursor.fetchone()[0])
+    connection.close()
+    # The postgres group's CPU is read afresh each time: backends come and go.
+    cpu = {name: cpu_seconds(pids_named("postgres") if name == "postgres" else pids) for name, pids in groups.items()}
+    return {"published": stats.get("publish", 0), "commits": commits, "cpu": cpu}
+
+
+def per_saga(before, after, sagas):
+    return {
+        "messages_per_saga": round((after["published"] - before["published"]) / sagas, 1),
+        "commits_per_saga": round((after["commits"] - before["commits"]) / sagas, 1),
+        "cpu_ms_per_saga": {name: round(1000 * (after["cpu"][name] - before["cpu"][name]) / sagas, 1)
+                            for name in after["cpu"]},
+    }
+
+
+def percentiles(values):
+    values = sorted(values)
+    if not values:
+        return {}
+    pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+    return {"p50": round(pick(0.5) * 1000, 1), "p95": round(pick(0.95) * 1000, 1), "p99": round(pick(0.99) * 1000, 1)}
+
+
+# --- OrderHub loads ---------------------------------------------------------------------------
+ADDRESS = {"name": "Bench", "line1": "1 Loop Rd", "city": "Localhost", "postal_code": "127001", "country": "GB"}
+ENDED = ("completed", "failed", "cancelled", "needs_attention")
+
+
+def place_by_service(client):
+    from orderhub.orders.services import order_place
+
+    order, _ = order_place(client=client, items=[{"sku": "SKU-BENCH", "quantity": 1}], payment_token="tok_ok",
+                           shipping_address=ADDRESS)
+    return str(order.id)
+
+
+def place_by_api(base, token):
+    response = requests.post(f"{base}/api/orders/", timeout=60, headers={"Authorization": f"Token {token}"},
+                             json={"items": [{"sku": "SKU-BENCH", "quantity": 1}], "payment_token": "tok_ok",
+                                   "shipping_address": ADDRESS})
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def orders_ended(ids, timeout):
+    from django.db import close_old_connections
+
+    from orderhub.orders.models import Order
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        close_old_connections()
+        rows = list(Order.objects.filter(id__in=ids, status__in=ENDED).values_list("status", "created_at",
+                                                                                    "updated_at"))
+        if len(rows) == len(ids):
+            return rows
+        time.sleep(0.2)
+    return list(Order.objects.filter(id__in=ids).values_list("status", "created_at", "updated_at"))
+
+
+def orderhub_burst(place, n, threads, timeout):
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        ids = list(pool.map(lambda _: place(), range(n)))
+    placed = time.time()
+    rows = orders_ended(ids, timeout)
+    outcomes = {}
+    for status, *_ in rows:
+        outcomes[status] = outcomes.get(status, 0) + 1
+    done = [(created, updated) for status, created, updated in rows if status == "completed"]
+    last = max((u.timestamp() for _, u in done), default=placed)
+    return {
+        "orders": n, "outcomes": outcomes, "accept_rate": round(n / (placed - started), 1),
+        "sagas_per_s": round(len(done) / (last - started), 1),
+        "latency_ms": percentiles([(u - c).total_seconds() for c, u in done]),
+    }
+
+
+def orderhub_lone(place, n):
+    latencies = []
+    for _ in range(n):
+        order_id = place()
+        status, created, updated = orders_ended([order_id], 30)[0]
+        if status == "completed":
+            latencies.append((updated - created).total_seconds())
+    return {"orders": n, "latency_ms": percentiles(latencies)}
+
+
+# --- chain loads ------------------------------------------------------------------------------
+def chain_done(env, ids, timeout):
+    import psycopg2
+
+    connection = psycopg2.connect(env["BENCH_CHAIN_DSN"])
+    connection.autocommit = True
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT saga_id::text, extract(epoch from done_at) FROM notification "
+                               "WHERE saga_id = ANY(%s::uuid[])", [ids])
+                rows = dict(cursor.fetchall())
+            if len(rows) == len(ids) or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
+    finally:
+        connection.close()
+
+
+def chain_burst(env, n, threads, timeout):
+    from tests.bench import chain
+
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    starts = {}
+
+    def start(saga_id):
+        starts[saga_id] = time.time()
+        chain.start(saga_id)
+
+    began = time.time()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(start, ids))
+    done = chain_done(env, ids, timeout)
+    last = max((float(t) for t in done.values()), default=time.time())
+    return {"orders": n, "outcomes": {"completed": len(done)}, "sagas_per_s": round(len(done) / (last - began), 1),
+            "latency_ms": percentiles([float(done[i]) - starts[i] for i in done])}
+
+
+def chain_lone(env, n):
+    from tests.bench import chain
+
+    latencies = []
+    for _ in range(n):
+        saga_id = str(uuid.uuid4())
+        began = time.time()
+        chain.start(saga_id)
+        done = chain_done(env, [saga_id], 30)
+        if saga_id in done:
+            latencies.append(float(done[saga_id]) - began)
+    return {"orders": n, "latency_ms": percentiles(latencies)}
+
+
+# --- report -----------------------------------------------------------------------------------
+def ratio(ours, theirs):
+    return f"{ours / theirs:.2f}x" if ours and theirs else "-"
+
+
+def report(results):
+    oh, ch = results["orderhub"], results["chain"]
+    rows = [
+        ("lone saga p50 (ms)", oh["lone"]["latency_ms"].get("p50"), ch["lone"]["latency_ms"].get("p50")),
+        ("lone saga p99 (ms)", oh["lone"]["latency_ms"].get("p99"), ch["lone"]["latency_ms"].get("p99")),
+        ("burst (service): sagas/s", oh["service_burst"]["sagas_per_s"], ch["burst"]["sagas_per_s"]),
+        ("burst (service): p50 (ms)", oh["service_burst"]["latency_ms"].get("p50"), ch["burst"]["latency_ms"].get("p50")),
+        ("burst (service): p95 (ms)", oh["service_burst"]["latency_ms"].get("p95"), ch["burst"]["latency_ms"].get("p95")),
+        ("burst (service): p99 (ms)", oh["service_burst"]["latency_ms"].get("p99"), ch["burst"]["latency_ms"].get("p99")),
+        ("burst (REST API): sagas/s", oh["api_burst"]["sagas_per_s"], ch["burst"]["sagas_per_s"]),
+        ("burst (REST API): p50 (ms)", oh["api_burst"]["latency_ms"].get("p50"), ch["burst"]["latency_ms"].get("p50")),
+        ("messages per saga", oh["costs"]["messages_per_saga"], ch["costs"]["messages_per_saga"]),
+        ("database commits per saga", oh["costs"]["commits_per_saga"], ch["costs"]["commits_per_saga"]),
+        ("CPU ms per saga, all (service burst)", round(sum(oh["costs"]["cpu_ms_per_saga"].values()), 1),
+         round(sum(ch["costs"]["cpu_ms_per_saga"].values()), 1)),
+    ]
+    print(f"\n{'figure':34} {'OrderHub':>10} {'chain':>10} {'ratio':>8}")
+    for name, ours, theirs in rows:
+        print(f"{name:34} {ours if ours is not None else '-':>10} {theirs if theirs is not None else '-':>10} "
+              f"{ratio(ours, theirs):>8}")
+    print(f"\noutcomes: service burst {oh['service_burst']['outcomes']}, API burst {oh['api_burst']['outcomes']} "
+          f"(API accepted {oh['api_burst']['accept_rate']} orders/s)")
+    for label, costs in (("service burst", oh["costs"]), ("REST API burst", oh["api_costs"])):
+        print(f"CPU ms per saga by process (OrderHub, {label}; total {sum(costs['cpu_ms_per_saga'].values()):.1f}):",
+              json.dumps(dict(sorted(costs["cpu_ms_per_saga"].items(), key=lambda kv: -kv[1]))))
+    print("CPU ms per saga by process (chain burst):", json.dumps(ch["costs"]["cpu_ms_per_saga"]))
+    print("peak RSS MB by process:", json.dumps(oh["peak_rss_mb"] | {"chain-worker": ch["peak_rss_mb"]}))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    env = bench_env()
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("ORDERHUB_", "BENCH_", "DJANGO_"))})
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    import logging
+
+    logging.getLogger("orderhub").setLevel(logging.WARNING)  # the bench process itself: figures only
+    say(f"bursts of {args.orders} orders from {args.threads} threads, {args.lone} lone orders")
+    reset_world(env)
+    client, token = seed()
+    cluster = start_orderhub(env)
+    chain_worker = start_chain_worker(env, cluster.log_dir)
+    results = {"args": vars(args), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    try:
+        base = f"http://{env['ORDERHUB_API_BIND']}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(base + "/health/", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        processes = {key.rsplit("-", 1)[0]: proc.pid for key, proc in cluster.procs.items()}
+        groups = process_groups(processes)
+        databases = [DB_PREFIX + name for name in ("orderhub", "inventory", "payments", "shipping", "notifications")]
+        say("OrderHub: warming up, then lone orders")
+        orderhub_lone(lambda: place_by_service(client), 3)
+        lone = orderhub_lone(lambda: place_by_service(client), args.lone)
+        say("OrderHub: burst through the service")
+        before = snapshot(groups, VHOST, databases)
+        service_burst = orderhub_burst(lambda: place_by_service(client), args.orders, args.threads, args.settle_timeout)
+        after = snapshot(groups, VHOST, databases)
+        say("OrderHub: burst through the REST API")
+        api_burst = orderhub_burst(lambda: place_by_api(base, token), args.orders, args.threads, args.settle_timeout)
+        api_after = snapshot(groups, VHOST, databases)
+        results["orderhub"] = {
+            "lone": lone, "service_burst": service_burst, "api_burst": api_burst,
+            "costs": per_saga(before, after, args.orders), "api_costs": per_saga(after, api_after, args.orders),
+            "peak_rss_mb": {name: peak_rss_mb(tree(pid)) for name, pid in processes.items()},
+        }
+        say("chain: warming up, lone chains, then a burst")
+        chain_groups = {"chain-worker": tree(chain_worker.pid)} | {k: v for k, v in groups.items()
+                                                                   if k in ("postgres", "rabbitmq")}
+        chain_lone(env, 3)
+        lone = chain_lone(env, args.lone)
+        before = snapshot(chain_groups, CHAIN_VHOST, [DB_PREFIX + "chain"])
+        burst = chain_burst(env, args.orders, args.threads, args.settle_timeout)
+        after = snapshot(chain_groups, CHAIN_VHOST, [DB_PREFIX + "chain"])
+        results["chain"] = {"lone": lone, "burst": burst, "costs": per_saga(before, after, args.orders),
+                            "peak_rss_mb": peak_rss_mb(tree(chain_worker.pid))}
+    finally:
+        cluster.stop_all()
+        chain_worker.terminate()
+        chain_worker.wait(timeout=30)
+    report(results)
+    out = ROOT / "var" / "bench-results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nresults: {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
