@@ -24,11 +24,10 @@ import numbers
 from datetime import datetime, timedelta, timezone
 
 from celery.worker.consumer import Consumer as CeleryConsumer
-from django.core.cache import cache
 from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
-from orderhub import topology
+from orderhub import counters, topology
 from orderhub.deadletters.reasons import message_key, note_reason
 
 log = logging.getLogger(__name__)
@@ -111,20 +110,8 @@ def task_message_problem(app, message) -> str | None:
     return None
 
 
-def _count_malformed_tick():
-    try:
-        cache.incr(MALFORMED_TICKS_KEY)
-    except ValueError:
-        cache.set(MALFORMED_TICKS_KEY, 1, None)
-    except Exception as exc:  # the count is a courtesy
-        log.warning("could not count a malformed tick: %r", exc)
-
-
 def malformed_ticks() -> int:
-    try:
-        return int(cache.get(MALFORMED_TICKS_KEY) or 0)
-    except Exception:
-        return 0
+    return counters.read(MALFORMED_TICKS_KEY)
 
 
 class Consumer(CeleryConsumer):
@@ -152,7 +139,7 @@ class Consumer(CeleryConsumer):
         routing_key = str((message.delivery_info or {}).get("routing_key") or "")
         if routing_key.startswith(topology.TICK_PREFIX):
             log.error("malformed tick dropped: %s", why)
-            _count_malformed_tick()
+            counters.count(MALFORMED_TICKS_KEY)
         else:
             log.error("malformed message dead-lettered: %s", why)
             _note(message, f"malformed: {why}")

@@ -6,6 +6,8 @@ import logging
 
 from django.core.cache import cache
 
+from orderhub import counters
+
 log = logging.getLogger(__name__)
 KEEP_SECONDS = 7 * 24 * 3600
 
@@ -38,17 +40,9 @@ PARKED_COUNT_KEY = "deadletters:parked"
 
 
 def parked_count_add():
-    """Count a message moved to the parking queue (the count outlives the queue being drained)."""
-    try:
-        cache.incr(PARKED_COUNT_KEY)
-    except ValueError:
-        cache.set(PARKED_COUNT_KEY, 1, None)
-    except Exception as exc:
-        log.warning("could not count a parked message: %r", exc)
+    """Count a message moved to the parking queue."""
+    counters.count(PARKED_COUNT_KEY)
 
 
 def parked_count() -> int:
-    try:
-        return int(cache.get(PARKED_COUNT_KEY) or 0)
-    except Exception:
-        return 0
+    return counters.read(PARKED_COUNT_KEY)
