@@ -98,7 +98,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (Redis): throttling and health ------------------------------------------------------
 REDIS_URL = env("ORDERHUB_REDIS_URL", default="redis://127.0.0.1:6379/0")
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# Short socket timeouts: a Redis that is down or hung costs a request half a second, not a hang.
+REDIS_TIMEOUT = env.float("ORDERHUB_REDIS_TIMEOUT", default=0.5)
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT},
+    }
+}
 
 # --- Broker (RabbitMQ) and Celery; read by orderhub/celery.py ---------------------------------
 BROKER_URL = env("ORDERHUB_BROKER_URL", default="amqp://guest:guest@127.0.0.1:5672//")

@@ -28,6 +28,9 @@ TICKS_QUEUE = "saga.ticks"
 TICK_PREFIX = "saga.tick"  # the ticks' routing keys (saga.tick.<name>) and their queue's name
 TICK_TTL_MS = 30_000
 REPLY_TYPE = "saga.reply"
+# The deadline sweep's marker: beat's tick queues it into saga.replies (routing key REPLY_TYPE),
+# behind every reply already waiting there (sagas/tasks.py).
+DEADLINES_DUE_TYPE = "saga.deadlines_due"
 # Dead letters the archive cannot store (the archiver moves them here, as they are, and counts
 # them): an operator reads them with RabbitMQ's tools. Nobody consumes it.
 PARKING_QUEUE = "deadletters.parked"
@@ -44,6 +47,12 @@ QUEUE_BINDINGS = {f"{domain}.commands": f"{domain}.*" for domain in DOMAINS} | {
 }
 # Queues whose messages go to a dead-letter queue when rejected; every queue but the ticks.
 DEAD_LETTERED = [name for name in QUEUE_BINDINGS if name != TICKS_QUEUE]
+
+
+def command_queue(message_type: str) -> str | None:
+    """The queue a command of this type is routed to (None for anything but a domain's command)."""
+    name = f"{message_type.split('.', 1)[0]}.commands"
+    return name if name in QUEUE_BINDINGS else None
 
 
 def queue_arguments(name):

@@ -307,6 +307,7 @@ def _send(saga, definition, step, *, compensation: bool):
     step.message_id = command.message_id
     step.deadline_at = deadline
     step.resends = 0
+    step.deferrals = 0
     step.save()
     _event(saga, step.name, SagaEvent.Kind.COMMAND, command.message_id, message_type, command.to_dict())
     outbox.enqueue(command)
@@ -322,23 +323,35 @@ def _event(saga, step, kind, message_id, message_type, body):
 _WAITING = (StepStatus.RUNNING, StepStatus.COMPENSATING, StepStatus.RETRY_WAIT)
 
 
-def deadlines_sweep(*, now=None, limit: int = 500) -> int:
-    """Act on every step whose deadline has passed: resend the same command a bounded number of
-    times, then fail the step (or send a new attempt where the step may not fail). Sagas locked
-    by another sweeper or by a reply being applied are skipped (SKIP LOCKED) and seen next time.
+def deadlines_sweep(*, now=None, due_before=None, limit: int = 500, backlog=None) -> int:
+    """Act on every step whose deadline passed before `due_before` (default: now): resend the same
+    command a bounded number of times, then fail the step (or send a new attempt where the step may
+    not fail). Sagas locked by another sweeper or by a reply being applied are skipped (SKIP LOCKED)
+    and seen next time.
+
+    A deadline measures a participant's silence, not our backlog:
+    - the orchestrator runs the sweep from a marker queued behind the replies (sagas.tasks), and
+      passes the time the marker was queued as `due_before`: every reply sent before then has been
+      applied, so a reply still waiting in our own queue never counts as a missed deadline;
+    - `backlog(message_type, message_id)` says how many messages wait, undelivered, in the queue of
+      that command's participant when no worker has taken the command yet. While some do, the
+      command is among them: the deadline is put off (a bounded number of times) instead of
+      resending, which would only add to that queue.
 
     One saga that cannot be handled (a bug, a definition removed by a deploy) must not stop the
     others: its failure is logged and noted on its step, which is looked at again later."""
     now = now or timezone.now()
+    due_before = min(due_before or now, now)
+    backlog = backlog or (lambda message_type, message_id: 0)
     due = list(
-        SagaStep.objects.filter(status__in=_WAITING, deadline_at__lte=now)
+        SagaStep.objects.filter(status__in=_WAITING, deadline_at__lte=due_before)
         .order_by("deadline_at")
         .values_list("saga_id", "id")[:limit]
     )
     handled = 0
     for saga_id, step_id in due:
         try:
-            handled += _sweep_one(saga_id, step_id, now)
+            handled += _sweep_one(saga_id, step_id, now, due_before, backlog)
         except (OperationalError, InterfaceError):
             raise  # the database is gone: every other saga would fail the same way
         except Exception as exc:
@@ -346,18 +359,18 @@ def deadlines_sweep(*, now=None, limit: int = 500) -> int:
     return handled
 
 
-def _sweep_one(saga_id, step_id, now) -> int:
+def _sweep_one(saga_id, step_id, now, due_before, backlog) -> int:
     with transaction.atomic():
         saga = SagaInstance.objects.select_for_update(skip_locked=True).filter(id=saga_id).first()
         if saga is None:
             return 0
         step = SagaStep.objects.get(id=step_id)
-        if step.status not in _WAITING or step.deadline_at is None or step.deadline_at > now:
+        if step.status not in _WAITING or step.deadline_at is None or step.deadline_at > due_before:
             return 0  # a reply got there first
         definition = REGISTRY.get(saga.saga_type)
         if definition is None:
             raise LookupError(f"no saga definition {saga.saga_type!r} is loaded")
-        _on_deadline(saga, definition, step, now)
+        _on_deadline(saga, definition, step, now, backlog)
         saga.version += 1
         saga.save()
         return 1
@@ -376,15 +389,29 @@ def _note_sweep_failure(saga_id, step_id, now, exc):
     )
 
 
-def _on_deadline(saga, definition, step, now):
+# How many times a deadline is put off while the participant's queue holds a backlog; past that the
+# step is treated as silent (a participant may hang with messages still queued behind it).
+MAX_DEFERRALS = 20
+
+
+def _on_deadline(saga, definition, step, now, backlog):
     spec = definition.steps[step.index]
     if step.status == StepStatus.RETRY_WAIT:
         _send(saga, definition, step, compensation=False)
         return
     compensation = step.status == StepStatus.COMPENSATING
+    timeout = timedelta(seconds=spec.timeout(compensation=compensation))
+    waiting = backlog(spec.compensate if compensation else spec.command, str(step.message_id))
+    if waiting and step.deferrals < MAX_DEFERRALS:
+        step.deferrals += 1
+        step.deadline_at = now + timeout
+        step.save()
+        _event(saga, step.name, SagaEvent.Kind.DEFERRED, step.message_id, "",
+               {"deferral": step.deferrals, "queue_backlog": waiting})
+        return
     if step.resends < spec.resends:
         step.resends += 1
-        step.deadline_at = now + timedelta(seconds=spec.timeout(compensation=compensation))
+        step.deadline_at = now + timeout
         step.save()
         _event(saga, step.name, SagaEvent.Kind.RESEND, step.message_id, "", {"resend": step.resends})
         outbox.resend(step.message_id)

@@ -66,6 +66,8 @@ class SagaStep(models.Model):
     compensation_attempts = models.PositiveIntegerField(default=0)
     # Times the command now awaited was resent (same message id) after its deadline passed.
     resends = models.PositiveIntegerField(default=0)
+    # Times its deadline was put off because the participant's queue still held a backlog.
+    deferrals = models.PositiveIntegerField(default=0)
     # The command this step now waits on; a reply to anything else is stale.
     message_id = models.UUIDField(null=True, blank=True)
     deadline_at = models.DateTimeField(null=True, blank=True)
@@ -98,6 +100,8 @@ class SagaEvent(models.Model):
         REPLY = "reply"
         STALE_REPLY = "stale_reply"
         RESEND = "resend"
+        # A deadline put off: the participant's queue still held messages, the command among them.
+        DEFERRED = "deferred"
         STATUS = "status"
 
     saga = models.ForeignKey(SagaInstance, on_delete=models.CASCADE, related_name="events")

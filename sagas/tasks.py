@@ -1,14 +1,18 @@
 """The orchestrator's Celery tasks: receive replies, relay the outbox. Thin: the engine decides."""
 import logging
+import uuid
+from datetime import datetime
 
 from celery import shared_task
 from celery.exceptions import Reject
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
 from contracts import MalformedMessage, Reply
 from orderhub.deadletters.reasons import note_reason
-from orderhub.topology import REPLY_TYPE
+from orderhub import bus, delivery, topology
+from orderhub.topology import DEADLINES_DUE_TYPE, REPLY_TYPE
 from sagas import engine, outbox
 
 log = logging.getLogger(__name__)
@@ -51,4 +55,49 @@ def relay_outbox():
 
 @shared_task(name="saga.tick.sweep_deadlines", ignore_result=True)
 def sweep_deadlines():
-    return _sweep("deadline sweep", engine.deadlines_sweep)
+    """Beat's tick does not sweep: it queues a marker into saga.replies, behind every reply already
+    waiting there, and the sweep runs when the marker comes out (`deadlines_due`). So a reply held
+    up in our own queue is applied before its deadline is judged."""
+    try:
+        bus.publish(DEADLINES_DUE_TYPE, {"queued_at": timezone.now().isoformat()}, message_id=str(uuid.uuid4()),
+                    routing_key=REPLY_TYPE)
+    except outbox.BROKER_UNREACHABLE as exc:
+        log.warning("deadline sweep marker not queued this time: %r", exc)
+
+
+@shared_task(name=DEADLINES_DUE_TYPE, bind=True, ignore_result=True)
+def deadlines_due(self, body):
+    queued_at = body.get("queued_at") if isinstance(body, dict) else None
+    try:
+        due_before = datetime.fromisoformat(queued_at)
+        if due_before.tzinfo is None:
+            raise ValueError("no time zone")
+    except (TypeError, ValueError) as exc:
+        why = f"malformed: a deadline sweep marker needs queued_at, an ISO time with a zone ({exc})"
+        log.error("%s", why)
+        note_reason(self.request.id, why)
+        raise Reject(why, requeue=False) from None
+    return _sweep("deadline sweep", lambda: engine.deadlines_sweep(due_before=due_before, backlog=participant_backlog()))
+
+
+def participant_backlog():
+    """For one sweep run: (message type, message id) -> how many messages wait undelivered in the
+    participant's queue with this command among them; none once a worker has taken the command
+    (delivery.not_taken): then the participant holds it and its silence is real.
+    A queue's depth is asked of RabbitMQ once per run; unknown (broker unreachable) counts as none,
+    so deadlines still fire as they did before."""
+    depths = {}
+
+    def backlog(message_type, message_id):
+        queue = topology.command_queue(message_type)
+        if queue is None or not delivery.not_taken(message_id):
+            return 0
+        if queue not in depths:
+            try:
+                depths[queue] = bus.queue_backlog(queue)
+            except Exception as exc:
+                log.warning("could not read the backlog of %s: %r", queue, exc)
+                depths[queue] = 0
+        return depths[queue]
+
+    return backlog

@@ -20,6 +20,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from contracts import Command, MalformedMessage, Reply, Retry
 from contracts.envelope import HANDLER_ERROR, INFRASTRUCTURE_UNAVAILABLE, RETRIES_EXHAUSTED
+from orderhub import delivery
 from orderhub.bus import publish
 from orderhub.deadletters.reasons import note_reason
 from orderhub.topology import REPLY_TYPE
@@ -169,6 +170,7 @@ def run_command(task, body, retried=None):
     except MalformedMessage as exc:
         dead_letter(task.request.id, f"malformed: {exc}")
     counts = _counts(retried)
+    delivery.mark_started(command.message_id)
     try:
         reply = handle(command)
     except (TransientError, *INFRASTRUCTURE_ERRORS) as exc:

@@ -155,3 +155,77 @@ def test_every_command_carries_its_steps_retry_policy_and_a_deadline_that_covers
 
     assert command.retry_policy == authorize.retry
     assert scenario.step("authorize").deadline_at >= later(authorize.deadline + authorize.retry.budget() - 1)
+
+
+# --- a deadline measures a participant's silence, not our backlog ------------------------------
+def test_a_deadline_that_passed_after_the_sweep_marker_was_queued_is_left_for_a_later_sweep():
+    scenario = given(PLACE_ORDER, place_order_context()).expect_command("inventory.reserve")
+    deadline = scenario.step("reserve_stock").deadline_at
+
+    # The marker was queued just before the deadline, and comes out of the replies queue well after
+    # it: a reply sent before then would have been applied already, one sent later may still wait.
+    marker_queued_at = deadline - timedelta(milliseconds=1)
+    assert engine.deadlines_sweep(now=deadline + timedelta(seconds=60), due_before=marker_queued_at) == 0
+    assert (scenario.step("reserve_stock").resends, scenario.step("reserve_stock").deadline_at) == (0, deadline)
+
+    assert engine.deadlines_sweep(now=deadline + timedelta(seconds=61), due_before=deadline) == 1
+    assert scenario.step("reserve_stock").resends == 1
+
+
+def test_a_deadline_is_put_off_while_the_participants_queue_holds_a_backlog_instead_of_resending():
+    scenario = (
+        given(PLACE_ORDER, place_order_context())
+        .expect_command("inventory.reserve").reply_success()
+        .expect_command("payments.authorize")
+    )
+    OutboxMessage.objects.update(published_at=timezone.now())
+    asked = []
+
+    def backlog(message_type, message_id):
+        asked.append((message_type, message_id))
+        return 40
+
+    now = past_deadline(scenario, "authorize")
+    assert engine.deadlines_sweep(now=now, backlog=backlog) == 1
+
+    step = scenario.step("authorize")
+    authorize = PLACE_ORDER.steps[1]
+    assert asked == [("payments.authorize", scenario.command.message_id)]
+    assert (step.status, step.resends, step.deferrals) == ("running", 0, 1)
+    assert step.deadline_at == now + timedelta(seconds=authorize.timeout(compensation=False))
+    assert SagaEvent.objects.filter(kind="deferred", body__queue_backlog=40).count() == 1
+    assert not OutboxMessage.objects.filter(published_at__isnull=True).exists()  # nothing resent
+    # The reply, when it comes, is applied as usual.
+    scenario.reply_success().expect_command("shipping.create")
+
+
+def test_a_deadline_is_put_off_a_bounded_number_of_times_then_the_step_counts_as_silent():
+    scenario = (
+        given(PLACE_ORDER, place_order_context())
+        .expect_command("inventory.reserve").reply_success()
+        .expect_command("payments.authorize")
+    )
+    for _ in range(engine.MAX_DEFERRALS):
+        engine.deadlines_sweep(now=past_deadline(scenario, "authorize"), backlog=lambda message_type, message_id: 1)
+    assert scenario.step("authorize").deferrals == engine.MAX_DEFERRALS
+
+    engine.deadlines_sweep(now=past_deadline(scenario, "authorize"), backlog=lambda message_type, message_id: 1)
+
+    assert (scenario.step("authorize").resends, scenario.step("authorize").deferrals) == (1, engine.MAX_DEFERRALS)
+
+
+def test_a_new_attempt_starts_with_no_deferrals_and_a_due_retry_is_never_put_off():
+    scenario = (
+        given(PLACE_ORDER, place_order_context())
+        .succeed("inventory.reserve", "payments.authorize", "shipping.create", "payments.capture")
+        .expect_command("notifications.send")
+    )
+    engine.deadlines_sweep(now=past_deadline(scenario, "notify"), backlog=lambda message_type, message_id: 5)
+    assert scenario.step("notify").deferrals == 1
+    scenario.reply_failure("smtp_down")
+    assert scenario.step("notify").status == "retry_wait"
+
+    engine.deadlines_sweep(now=past_deadline(scenario, "notify"), backlog=lambda message_type, message_id: 5)
+
+    scenario.expect_command("notifications.send", attempt=2)
+    assert scenario.step("notify").deferrals == 0
