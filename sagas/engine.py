@@ -11,13 +11,13 @@ from datetime import timedelta
 
 import django.dispatch
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from contracts import Command, Reply, Retry, is_compensation, message_types
 from contracts.envelope import INFRASTRUCTURE_UNAVAILABLE
 from sagas import outbox
-from sagas.models import SagaEvent, SagaInstance, SagaStatus, SagaStep, StepStatus
+from sagas.models import OutboxMessage, SagaEvent, SagaInstance, SagaStatus, SagaStep, StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,10 @@ def saga_start(*, definition: Saga, context: dict, correlation_id: str) -> SagaI
 
 # --- applying replies -------------------------------------------------------------------------
 def reply_apply(reply: Reply) -> str:
-    """Apply one reply in one transaction with the saga row locked. Returns what happened."""
+    """Apply one reply in one transaction with the saga row locked. Returns what happened:
+    "applied" (the saga moved), "late" (a reply to an earlier command of the step, recorded and
+    handled by the rules of `_on_late_reply`, which changed nothing), "stale" (a copy of a reply
+    already seen, or one for no step of the saga) or "unknown" (no such saga)."""
     with transaction.atomic():
         saga = SagaInstance.objects.select_for_update().filter(id=reply.saga_id).first()
         if saga is None:
@@ -148,36 +151,80 @@ def reply_apply(reply: Reply) -> str:
             return "unknown"
         step = saga.steps.filter(name=reply.step).first()
         awaited = step is not None and step.status in (StepStatus.RUNNING, StepStatus.COMPENSATING)
-        if not awaited or str(step.message_id) != reply.in_reply_to:
-            _event(saga, reply.step, SagaEvent.Kind.STALE_REPLY, reply.message_id, "", reply.to_dict())
-            log.info("stale or duplicate reply ignored saga_id=%s step=%s", saga.id, reply.step)
-            return "stale"
-        _event(saga, step.name, SagaEvent.Kind.REPLY, reply.message_id, "", reply.to_dict())
         definition = REGISTRY[saga.saga_type]
-        if step.status == StepStatus.RUNNING:
-            _on_action_reply(saga, definition, step, reply)
+        if awaited and str(step.message_id) == reply.in_reply_to:
+            _event(saga, step.name, SagaEvent.Kind.REPLY, reply.message_id, "", reply.to_dict())
+            if step.status == StepStatus.RUNNING:
+                _on_action_reply(saga, definition, step, reply)
+            else:
+                _on_compensation_reply(saga, definition, step, reply)
+            outcome = "applied"
         else:
-            _on_compensation_reply(saga, definition, step, reply)
+            outcome = _on_late_reply(saga, definition, step, reply)
+            if outcome != "applied":
+                return outcome
         saga.version += 1
         saga.save()
+        return outcome
+
+
+def _on_late_reply(saga, definition, step, reply) -> str:
+    """A reply that is not to the command the step awaits now. The rules (README, "Late replies"):
+    - a copy of a reply already recorded, a second answer to a command already answered, or a
+      reply for no step: stale, recorded, nothing else;
+    - a success of any attempt of the step's compensation completes that compensation if it is
+      still awaited or was declared failed (the saga then carries on compensating, and leaves the
+      operator's queue by itself): compensations are idempotent, so any attempt's success will do;
+    - a success of an earlier attempt of an action the saga still wants (a step going forward:
+      running a later attempt, waiting to retry, or stuck) completes the step;
+    - anything else (a failure of an earlier attempt; a success of an action the saga has since
+      decided to compensate, which that compensation covers) is recorded as late and changes
+      nothing."""
+    name = step.name if step is not None else reply.step
+    seen = (SagaEvent.Kind.REPLY, SagaEvent.Kind.LATE_REPLY, SagaEvent.Kind.STALE_REPLY)
+    # A worker answers each command once (its inbox re-sends that same reply), so a second answer
+    # to a command already answered is as stale as a copy.
+    duplicate = step is None or SagaEvent.objects.filter(saga=saga, kind__in=seen).filter(
+        Q(message_id=reply.message_id) | Q(kind=SagaEvent.Kind.REPLY, body__in_reply_to=reply.in_reply_to)).exists()
+    sent = None if duplicate else OutboxMessage.objects.filter(id=reply.in_reply_to, saga_id=saga.id).first()
+    if sent is None:
+        _event(saga, name, SagaEvent.Kind.STALE_REPLY, reply.message_id, "", reply.to_dict())
+        log.info("stale or duplicate reply ignored saga_id=%s step=%s", saga.id, name)
+        return "stale"
+    spec = definition.steps[step.index]
+    now = timezone.now()
+    _event(saga, step.name, SagaEvent.Kind.LATE_REPLY, reply.message_id, sent.message_type, reply.to_dict())
+    if reply.succeeded and sent.message_type == spec.compensate and step.status in (
+            StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED):
+        _resume_if_parked(saga, step, "a late success of its compensation")
+        step.deadline_at = None
+        _compensation_succeeded(saga, definition, step, now)
         return "applied"
+    if reply.succeeded and sent.message_type == spec.command and step.status in (
+            StepStatus.RUNNING, StepStatus.RETRY_WAIT, StepStatus.STUCK):
+        _resume_if_parked(saga, step, "a late success of an earlier attempt")
+        step.deadline_at = None
+        _action_succeeded(saga, definition, step, reply, now)
+        return "applied"
+    log.info("late reply recorded saga_id=%s step=%s to=%s", saga.id, step.name, sent.message_type)
+    return "late"
+
+
+def _resume_if_parked(saga, step, why):
+    if saga.is_final:
+        log.warning("saga resumed by %s saga_id=%s step=%s", why, saga.id, step.name)
+        saga.status = SagaStatus.COMPENSATING if step.status == StepStatus.COMPENSATION_FAILED else SagaStatus.RUNNING
+        saga.ended_at = None
+        if saga.status == SagaStatus.RUNNING:
+            saga.failure_reason = ""
+        _event(saga, step.name, SagaEvent.Kind.STATUS, None, "", {"resumed": why})
 
 
 def _on_action_reply(saga, definition, step, reply):
     now = timezone.now()
     step.deadline_at = None
     if reply.succeeded:
-        step.status = StepStatus.SUCCEEDED
-        step.finished_at = now
-        step.save()
-        saga.context.setdefault("results", {})[step.name] = reply.data
-        if saga.cancel_requested and not definition.past_pivot(step.index):
-            _compensate_from(saga, definition, step.index, reason="cancelled_by_client")
-        elif step.index + 1 < len(definition.steps):
-            saga.current_step = step.index + 1
-            _send(saga, definition, saga.steps.get(index=saga.current_step), compensation=False)
-        else:
-            _end(saga, SagaStatus.COMPLETED)
+        _action_succeeded(saga, definition, step, reply, now)
         return
     step.error = f"{reply.reason}: {reply.detail}".strip(": ")[:2000]
     if reply.unknown:
@@ -191,6 +238,21 @@ def _on_action_reply(saga, definition, step, reply):
         step.finished_at = now
         step.save()
         _compensate_from(saga, definition, step.index - 1, reason=reply.reason)
+
+
+def _action_succeeded(saga, definition, step, reply, now):
+    step.status = StepStatus.SUCCEEDED
+    step.finished_at = now
+    step.error = ""
+    step.save()
+    saga.context.setdefault("results", {})[step.name] = reply.data
+    if saga.cancel_requested and not definition.past_pivot(step.index):
+        _compensate_from(saga, definition, step.index, reason="cancelled_by_client")
+    elif step.index + 1 < len(definition.steps):
+        saga.current_step = step.index + 1
+        _send(saga, definition, saga.steps.get(index=saga.current_step), compensation=False)
+    else:
+        _end(saga, SagaStatus.COMPLETED)
 
 
 def _on_unknown_outcome(saga, definition, step, now, *, reason):
@@ -230,10 +292,7 @@ def _on_compensation_reply(saga, definition, step, reply):
     now = timezone.now()
     step.deadline_at = None
     if reply.succeeded:
-        step.status = StepStatus.COMPENSATED
-        step.compensated_at = now
-        step.save()
-        _compensate_from(saga, definition, step.index - 1, reason=saga.failure_reason)
+        _compensation_succeeded(saga, definition, step, now)
         return
     error = f"{reply.reason}: {reply.detail}".strip(": ")
     if (reply.unknown and reply.reason == INFRASTRUCTURE_UNAVAILABLE
@@ -244,6 +303,13 @@ def _on_compensation_reply(saga, definition, step, reply):
         _send(saga, definition, step, compensation=True)
         return
     _compensation_failed(saga, step, error)
+
+
+def _compensation_succeeded(saga, definition, step, now):
+    step.status = StepStatus.COMPENSATED
+    step.compensated_at = now
+    step.save()
+    _compensate_from(saga, definition, step.index - 1, reason=saga.failure_reason)
 
 
 def _compensation_failed(saga, step, error):

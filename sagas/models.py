@@ -98,7 +98,8 @@ class SagaEvent(models.Model):
     class Kind(models.TextChoices):
         COMMAND = "command"
         REPLY = "reply"
-        STALE_REPLY = "stale_reply"
+        STALE_REPLY = "stale_reply"  # a copy of a reply already seen, or one for no step
+        LATE_REPLY = "late_reply"  # to an earlier command of its step (engine._on_late_reply)
         RESEND = "resend"
         # A deadline put off: the participant's queue still held messages, the command among them.
         DEFERRED = "deferred"

@@ -18,6 +18,18 @@ class Unprocessable(exceptions.APIException):
     default_detail = "The request cannot be processed."
 
 
+class Overloaded(exceptions.APIException):
+    """Refused at the door: the system has as much work in flight as it is allowed (Retry-After)."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "overloaded"
+    default_detail = "Too many orders are in progress; try again shortly."
+
+    def __init__(self, detail=None, *, wait):
+        super().__init__(detail)
+        self.wait = wait  # DRF's handler turns this into the Retry-After header
+
+
 def exception_handler(exc, context):
     # Django's own exceptions become DRF's, so they carry DRF's codes ("not_found", ...).
     if isinstance(exc, Http404):

@@ -1,13 +1,13 @@
 """API views: validate, call one service or selector, shape the output."""
 import django_filters
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from orderhub.api.errors import Conflict, Unprocessable
+from orderhub.api.errors import Conflict, Overloaded, Unprocessable
 from orderhub.api.serializers import OrderCreateSerializer, OrderSerializer, ProductSerializer
-from orderhub.orders import selectors, services
+from orderhub.orders import admission, selectors, services
 from orderhub.orders.models import Order, OrderStatus
 from sagas.models import SagaInstance
 
@@ -55,7 +55,9 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     @extend_schema(
         request=OrderCreateSerializer,
-        responses={202: OrderSerializer},
+        responses={202: OrderSerializer, 503: OpenApiResponse(description=(
+            "Refused at the door, nothing created: too many orders in progress "
+            "(ORDERHUB_ADMISSION_MAX_IN_FLIGHT). Retry after the Retry-After header's seconds."))},
         parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
     )
     def create(self, request, *args, **kwargs):
@@ -73,6 +75,8 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             )
         except services.IdempotencyConflict as exc:
             raise Unprocessable(str(exc), code="idempotency_key_reused") from None
+        except admission.Overloaded as exc:
+            raise Overloaded(str(exc), wait=exc.retry_after) from None
         self._with_sagas([order])
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(self.get_serializer(order).data, status=status.HTTP_202_ACCEPTED, headers=headers)

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 
+from orderhub.orders import admission
 from orderhub.orders.models import FINAL_ORDER_STATUSES, Order, OrderItem, Product
 from sagas import engine
 from sagas.definitions import PLACE_ORDER
@@ -30,11 +31,14 @@ def request_fingerprint(data) -> str:
 
 
 def order_place(*, client, items, payment_token, shipping_address, idempotency_key=None, fingerprint=""):
-    """Create the order and start its saga in one transaction. Returns (order, created)."""
+    """Create the order and start its saga in one transaction. Returns (order, created).
+    Raises admission.Overloaded, creating nothing, while too many sagas are in flight (a replay
+    of an Idempotency-Key already used is answered whatever the load)."""
     if idempotency_key:
         existing = _order_for_key(client, idempotency_key, fingerprint)
         if existing is not None:
             return existing, False
+    admission.admit()
     try:
         return _order_create(client, items, payment_token, shipping_address, idempotency_key, fingerprint), True
     except IntegrityError:

@@ -11,6 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from contracts import Command
+from orderhub.orders import admission
 from orderhub.orders.models import Order, Product
 from sagas.models import OutboxMessage, SagaInstance
 from tests.unit.sagas.saga_harness import follow
@@ -404,3 +405,42 @@ def test_cancelling_another_clients_order_is_not_found(api, other_api, order_bod
 
     assert_not_found(response)
     assert not saga_of(theirs["id"]).cancel_requested
+
+
+# --- admission control ------------------------------------------------------------------------
+def test_a_new_order_is_refused_at_the_door_with_503_and_retry_after_while_too_many_are_in_flight(
+        api, order_body, settings):
+    settings.ADMISSION_MAX_IN_FLIGHT = 2
+    settings.ADMISSION_RETRY_AFTER = 3
+    place(api, order_body)
+    place(api, order_body)
+    refused_before = admission.refused()
+    before = created_rows()
+
+    response = api.post("/api/orders/", order_body, format="json")
+
+    body = assert_error(response, 503, "overloaded")
+    assert response["Retry-After"] == "3"
+    assert "2 orders are in progress (limit 2)" in body["detail"]
+    assert created_rows() == before  # nothing created
+    assert admission.refused() == refused_before + 1
+
+
+def test_orders_are_admitted_again_once_sagas_end(api, order_body, settings):
+    settings.ADMISSION_MAX_IN_FLIGHT = 1
+    first = place(api, order_body)
+    assert api.post("/api/orders/", order_body, format="json").status_code == 503
+
+    SagaInstance.objects.filter(id=saga_of(first["id"]).id).update(status="completed")
+
+    place(api, order_body)
+
+
+def test_a_replayed_idempotency_key_is_answered_whatever_the_load(api, order_body, settings):
+    first = place(api, order_body, HTTP_IDEMPOTENCY_KEY="k-1")
+    settings.ADMISSION_MAX_IN_FLIGHT = 1
+
+    response = api.post("/api/orders/", order_body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert (response.status_code, response.json()["id"], response["Idempotent-Replayed"]) == (202, first["id"], "true")
+    assert api.post("/api/orders/", order_body, format="json", HTTP_IDEMPOTENCY_KEY="k-2").status_code == 503

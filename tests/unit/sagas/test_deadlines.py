@@ -65,7 +65,7 @@ def test_a_step_that_stays_silent_past_its_resends_times_out_and_is_compensated_
     assert scenario.compensation_order() == ["authorize", "reserve_stock"]
 
 
-def test_a_late_reply_from_a_timed_out_step_is_stale():
+def test_a_late_success_from_a_timed_out_step_is_recorded_and_left_to_its_compensation():
     scenario = (
         given(PLACE_ORDER, place_order_context())
         .expect_command("inventory.reserve").reply_success()
@@ -75,8 +75,10 @@ def test_a_late_reply_from_a_timed_out_step_is_stale():
     for _ in range(PLACE_ORDER.steps[1].resends + 1):
         engine.deadlines_sweep(now=past_deadline(scenario, "authorize"))
 
-    assert engine.reply_apply(late.succeed(payment_id=1)) == "stale"
+    assert engine.reply_apply(late.succeed(payment_id=1)) == "late"
     assert scenario.step("authorize").status == "compensating"
+    assert SagaEvent.objects.filter(kind="late_reply", message_type="payments.authorize").count() == 1
+    # The void already on its way covers the late authorization.
     scenario.expect_command("payments.void")
 
 
