@@ -150,7 +150,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "orderhub.api.errors.exception_handler",
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["orderhub.api.throttling.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {"user": env("ORDERHUB_THROTTLE_RATE", default="6000/min")},
 }
 SPECTACULAR_SETTINGS = {"TITLE": "OrderHub API", "VERSION": "1.0.0"}

@@ -5,3 +5,9 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderhub.settings")
 application = get_wsgi_application()
+
+# A request never waits on the broker: its outbox rows are published from a thread of the API's
+# own, and by the relay sweep when that cannot (sagas/outbox.py).
+from sagas import outbox  # noqa: E402
+
+outbox.publish_in_background()

@@ -7,9 +7,12 @@ and an after-commit publish) never publish the same row at the same time; a row 
 after a crash is harmless because every worker deduplicates by message id (its inbox).
 """
 import logging
+import os
+import queue
+import threading
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -39,7 +42,62 @@ def resend(message_id):
 
 
 def publish_after_commit(ids):
-    relay(ids=ids)
+    if _background is not None:
+        _background.submit(ids)
+    else:
+        relay(ids=ids)
+
+
+class BackgroundPublisher:
+    """Publishes freshly committed rows from a thread of its own, so the caller never waits on the
+    broker. The API uses it (orderhub/wsgi.py): a broker that blocks publishers (a memory or disk
+    alarm) or is gone must not hold up `POST /api/orders/`, whose order is safe in the outbox
+    either way. Rows it cannot publish, or that do not fit its queue, are left to the relay sweep."""
+
+    def __init__(self, maxsize=10_000, batch=100):
+        self._queue = queue.Queue(maxsize)
+        self._batch = batch
+        self._lock = threading.Lock()
+        self._pid = None  # a forked child (a gunicorn worker) starts its own thread
+
+    def submit(self, ids):
+        self._ensure_running()
+        try:
+            self._queue.put_nowait(list(ids))
+        except queue.Full:
+            log.warning("background publisher full; %d rows left to the relay", len(ids))
+
+    def _ensure_running(self):
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid != os.getpid():
+                self._queue = queue.Queue(self._queue.maxsize)
+                threading.Thread(target=self._run, name="outbox-publisher", daemon=True).start()
+                self._pid = os.getpid()
+
+    def _run(self):
+        while True:
+            ids = self._queue.get()
+            while len(ids) < self._batch:
+                try:
+                    ids.extend(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                close_old_connections()
+                relay(ids=ids)
+            except Exception:
+                log.exception("background publish failed; %d rows left to the relay", len(ids))
+
+
+_background: BackgroundPublisher | None = None
+
+
+def publish_in_background():
+    """Make after-commit publishes of this process go through a BackgroundPublisher."""
+    global _background
+    _background = _background or BackgroundPublisher()
 
 
 def relay(*, ids=None, older_than: float | None = None, limit: int = 500) -> int:
