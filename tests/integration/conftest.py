@@ -70,3 +70,19 @@ def cluster(django_db_setup, django_db_blocker):
 def live(cluster, transactional_db, django_db_blocker):
     """An integration test: committed data the subprocesses can see, flushed afterwards."""
     yield cluster
+
+
+@pytest.fixture
+def api_process(live):
+    """Start API processes of their own (gunicorn) with extra environment; stopped afterwards."""
+    from tests.integration.api_process import Api
+
+    apis = []
+
+    def start(**env):
+        apis.append(Api(live, LOG_DIR, **env))
+        return apis[-1]
+
+    yield start
+    for api in apis:
+        api.stop()

@@ -3,70 +3,15 @@
 hang or a 500, and every accepted order completes once the dependency is back."""
 import socket
 import subprocess
-import time
-import uuid
 
 import pytest
 import requests
-from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
 from tests.conftest import eventually
-from tests.integration.conftest import LOG_DIR
-from tests.integration.helpers import ADDRESS, product, wait_ended
-from tests.support.cluster import Cluster
+from tests.integration.api_process import free_port
+from tests.integration.helpers import product, wait_ended
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, databases="__all__")]
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Api:
-    """An API process of its own (gunicorn, as `make run` starts it), and a client of it."""
-
-    def __init__(self, live, **env):
-        self.base = f"http://127.0.0.1:{free_port()}"
-        self.processes = Cluster(live.env | {"ORDERHUB_API_BIND": self.base[7:]} | env, LOG_DIR)
-        self.processes.start("api")
-        user = get_user_model().objects.create(username=f"degraded-{uuid.uuid4().hex[:8]}")
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Token {Token.objects.create(user=user).key}"
-        eventually(self._answering, timeout=30, interval=0.2, message="the API process to answer")
-
-    def _answering(self):
-        try:
-            return self.session.get(self.base + "/api/products/", timeout=2).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def timed(self, method, path, **kwargs):
-        started = time.monotonic()
-        response = self.session.request(method, self.base + path, timeout=10, **kwargs)
-        return response, time.monotonic() - started
-
-    def place(self, sku):
-        body = {"items": [{"sku": sku, "quantity": 1}], "payment_token": "tok_ok", "shipping_address": ADDRESS}
-        return self.timed("POST", "/api/orders/", json=body)
-
-    def stop(self):
-        self.processes.stop_all()
-
-
-@pytest.fixture
-def api_process(live):
-    apis = []
-
-    def start(**env):
-        apis.append(Api(live, **env))
-        return apis[-1]
-
-    yield start
-    for api in apis:
-        api.stop()
 
 
 def assert_accepted_in_time(api, sku, count):
