@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_VHOST := orderhub_test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test demo chaos bench venv services databases topology clean unit integration
+.PHONY: run test demo chaos bench soak venv services databases topology clean unit integration
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ chaos: venv services
 # Its own databases (bench_*), vhosts and Redis db; results also in var/bench-results/.
 bench: venv services
 	$(BIN)/python -m tests.bench.run $(BENCH_ARGS)
+
+# Memory over a long run: SOAK_ORDERS sagas (default 20,000); every process's RSS must stay within
+# 10% of where it was after the first 1,000 (tests/bench/soak.py). Its own world, like make bench.
+SOAK_ORDERS ?= 20000
+soak: venv services
+	$(BIN)/python -m tests.bench.soak --orders $(SOAK_ORDERS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

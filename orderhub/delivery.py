@@ -1,35 +1,97 @@
-"""Which commands a worker has taken: a mark in Redis per message id, set as a worker starts on a
-command. The deadline sweep reads it to tell a command still waiting in its participant's queue
-(our backlog: the deadline is put off) from one the participant holds and is silent about (the
-deadline stands). A mark is a hint: the deadline is put off only when Redis positively says no worker has
-the command and the queue holds a backlog; when Redis cannot say, the deadline stands, as it did
-before marks. (Marks lost with a restarted Redis put deadlines off at most MAX_DEFERRALS times.)"""
+"""Who holds a command: a lease in Redis per message id, kept by the worker handling it.
+
+The deadline sweep reads it to tell a participant's silence from our own backlog:
+- `busy`: a worker is handling the command now (its lease is refreshed every LEASE/3 seconds
+  while it works, and lapses within LEASE seconds if the worker dies). The participant has the
+  command and has not answered: the deadline stands (a hung provider is caught);
+- `retrying`: the worker met a failure it retries and RabbitMQ holds the command until the next
+  attempt (the lease lasts the delay and a margin). The participant is working through a retry
+  budget it was given and will answer, `unknown` at worst: the deadline is put off;
+- no lease: nobody holds the command. If the participant's queue holds messages, the command is
+  waiting among them (or was handed back by a worker that died): the deadline is put off.
+
+A lease is a hint: when Redis cannot be asked, the deadline stands, as it did before leases.
+"""
 import logging
+import threading
+import time
 
 from django.core.cache import cache
 
 log = logging.getLogger(__name__)
 
-# Longer than any step waits for an answer, resends and deferrals included.
-MARK_SECONDS = 6 * 3600
+LEASE_SECONDS = 6.0
+BUSY, RETRYING = "busy", "retrying"
+UNKNOWN = object()
+
+_held: set[str] = set()
+_lock = threading.Lock()
+_refresher: threading.Thread | None = None
 
 
 def _key(message_id) -> str:
-    return f"started:{message_id}"
+    return f"lease:{message_id}"
 
 
-def mark_started(message_id):
+def _set(message_id, value, seconds):
     try:
-        cache.set(_key(message_id), 1, MARK_SECONDS)
+        cache.set(_key(message_id), value, seconds)
     except Exception as exc:
-        log.warning("could not mark the command as taken message_id=%s: %r", message_id, exc)
+        log.warning("could not keep the lease message_id=%s: %r", message_id, exc)
 
 
-def not_taken(message_id) -> bool:
-    """True only when Redis says no worker has taken this command yet; False when one has, or
-    when Redis cannot be asked."""
-    try:
-        return cache.get(_key(message_id)) is None
-    except Exception as exc:
-        log.warning("could not tell whether the command was taken message_id=%s: %r", message_id, exc)
+class holding:
+    """While a worker handles a command: `with delivery.holding(message_id): ...`."""
+
+    def __init__(self, message_id):
+        self.message_id = str(message_id)
+
+    def __enter__(self):
+        _start_refresher()
+        with _lock:
+            _held.add(self.message_id)
+        _set(self.message_id, BUSY, LEASE_SECONDS)
+        return self
+
+    def __exit__(self, *exc):
+        release(self.message_id)  # the lease lapses by itself within LEASE_SECONDS
         return False
+
+
+def release(message_id):
+    with _lock:
+        _held.discard(str(message_id))
+
+
+def retrying(message_id, delay):
+    """The command goes back to RabbitMQ for `delay` seconds before its next attempt."""
+    release(message_id)
+    _set(message_id, RETRYING, delay + LEASE_SECONDS)
+
+
+def state(message_id):
+    """BUSY, RETRYING, None (nobody holds it) or UNKNOWN (Redis could not be asked)."""
+    try:
+        return cache.get(_key(message_id))
+    except Exception as exc:
+        log.warning("could not read the lease message_id=%s: %r", message_id, exc)
+        return UNKNOWN
+
+
+def _start_refresher():
+    global _refresher
+    if _refresher is not None and _refresher.is_alive():
+        return
+    with _lock:
+        if _refresher is None or not _refresher.is_alive():
+            _refresher = threading.Thread(target=_refresh, name="lease-refresher", daemon=True)
+            _refresher.start()
+
+
+def _refresh():
+    while True:
+        time.sleep(LEASE_SECONDS / 3)
+        with _lock:
+            held = list(_held)
+        for message_id in held:
+            _set(message_id, BUSY, LEASE_SECONDS)

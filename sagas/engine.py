@@ -399,16 +399,16 @@ def deadlines_sweep(*, now=None, due_before=None, limit: int = 500, backlog=None
     - the orchestrator runs the sweep from a marker queued behind the replies (sagas.tasks), and
       passes the time the marker was queued as `due_before`: every reply sent before then has been
       applied, so a reply still waiting in our own queue never counts as a missed deadline;
-    - `backlog(message_type, message_id)` says how many messages wait, undelivered, in the queue of
-      that command's participant when no worker has taken the command yet. While some do, the
-      command is among them: the deadline is put off (a bounded number of times) instead of
-      resending, which would only add to that queue.
+    - `backlog(message_type, message_id)` says why the participant is not silent, or None: it is
+      working through the retries it was given, or nobody holds the command and its queue holds
+      messages, the command among them (sagas.tasks.participant_backlog). Then the deadline is put
+      off (a bounded number of times) instead of resending, which would only add to that queue.
 
     One saga that cannot be handled (a bug, a definition removed by a deploy) must not stop the
     others: its failure is logged and noted on its step, which is looked at again later."""
     now = now or timezone.now()
     due_before = min(due_before or now, now)
-    backlog = backlog or (lambda message_type, message_id: 0)
+    backlog = backlog or (lambda message_type, message_id: None)
     due = list(
         SagaStep.objects.filter(status__in=_WAITING, deadline_at__lte=due_before)
         .order_by("deadline_at")
@@ -472,8 +472,7 @@ def _on_deadline(saga, definition, step, now, backlog):
         step.deferrals += 1
         step.deadline_at = now + timeout
         step.save()
-        _event(saga, step.name, SagaEvent.Kind.DEFERRED, step.message_id, "",
-               {"deferral": step.deferrals, "queue_backlog": waiting})
+        _event(saga, step.name, SagaEvent.Kind.DEFERRED, step.message_id, "", {"deferral": step.deferrals} | waiting)
         return
     if step.resends < spec.resends:
         step.resends += 1

@@ -81,23 +81,27 @@ def deadlines_due(self, body):
 
 
 def participant_backlog():
-    """For one sweep run: (message type, message id) -> how many messages wait undelivered in the
-    participant's queue with this command among them; none once a worker has taken the command
-    (delivery.not_taken): then the participant holds it and its silence is real.
-    A queue's depth is asked of RabbitMQ once per run; unknown (broker unreachable) counts as none,
-    so deadlines still fire as they did before."""
+    """For one sweep run: (message type, message id) -> why the command's deadline should be put
+    off, or None when it stands (orderhub/delivery.py): the participant is retrying it, or nobody
+    holds it and its participant's queue holds messages, the command among them. A queue's depth
+    is asked of RabbitMQ once per run; when RabbitMQ or Redis cannot be asked, the deadline stands."""
     depths = {}
 
     def backlog(message_type, message_id):
         queue = topology.command_queue(message_type)
-        if queue is None or not delivery.not_taken(message_id):
-            return 0
+        if queue is None:
+            return None
+        held = delivery.state(message_id)
+        if held == delivery.RETRYING:
+            return {"participant": "retrying"}
+        if held is not None:  # busy, or unknown
+            return None
         if queue not in depths:
             try:
                 depths[queue] = bus.queue_backlog(queue)
             except Exception as exc:
                 log.warning("could not read the backlog of %s: %r", queue, exc)
                 depths[queue] = 0
-        return depths[queue]
+        return {"queue_backlog": depths[queue]} if depths[queue] else None
 
     return backlog

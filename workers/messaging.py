@@ -170,7 +170,11 @@ def run_command(task, body, retried=None):
     except MalformedMessage as exc:
         dead_letter(task.request.id, f"malformed: {exc}")
     counts = _counts(retried)
-    delivery.mark_started(command.message_id)
+    with delivery.holding(command.message_id):
+        return _run(task, command, counts)
+
+
+def _run(task, command, counts):
     try:
         reply = handle(command)
     except (TransientError, *INFRASTRUCTURE_ERRORS) as exc:
@@ -202,6 +206,7 @@ def _retry(task, command, exc, counts, kind, policy):
         delay = policy.delay(so_far)
         log.warning("%s failure, retry %d/%d in %.2fs: %s: %s", kind, so_far + 1, policy.attempts - 1, delay,
                     error, exc)
+        delivery.retrying(command.message_id, delay)
         raise task.retry(args=[command.to_dict()], kwargs={"retried": counts | {kind: so_far + 1}},
                          countdown=delay, exc=exc)
 

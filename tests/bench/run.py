@@ -239,20 +239,34 @@ ADDRESS = {"name": "Bench", "line1": "1 Loop Rd", "city": "Localhost", "postal_c
 ENDED = ("completed", "failed", "cancelled", "needs_attention")
 
 
+REFUSED = {"service": 0, "api": 0}  # admission control's answers, each waited out and retried
+
+
 def place_by_service(client):
+    from orderhub.orders.admission import Overloaded
     from orderhub.orders.services import order_place
 
-    order, _ = order_place(client=client, items=[{"sku": "SKU-BENCH", "quantity": 1}], payment_token="tok_ok",
-                           shipping_address=ADDRESS)
-    return str(order.id)
+    while True:
+        try:
+            order, _ = order_place(client=client, items=[{"sku": "SKU-BENCH", "quantity": 1}],
+                                   payment_token="tok_ok", shipping_address=ADDRESS)
+            return str(order.id)
+        except Overloaded as exc:
+            REFUSED["service"] += 1
+            time.sleep(exc.retry_after)
 
 
 def place_by_api(base, token):
-    response = requests.post(f"{base}/api/orders/", timeout=60, headers={"Authorization": f"Token {token}"},
-                             json={"items": [{"sku": "SKU-BENCH", "quantity": 1}], "payment_token": "tok_ok",
-                                   "shipping_address": ADDRESS})
-    response.raise_for_status()
-    return response.json()["id"]
+    while True:
+        response = requests.post(f"{base}/api/orders/", timeout=60, headers={"Authorization": f"Token {token}"},
+                                 json={"items": [{"sku": "SKU-BENCH", "quantity": 1}], "payment_token": "tok_ok",
+                                       "shipping_address": ADDRESS})
+        if response.status_code == 503 and response.headers.get("Retry-After"):
+            REFUSED["api"] += 1
+            time.sleep(float(response.headers["Retry-After"]))
+            continue
+        response.raise_for_status()
+        return response.json()["id"]
 
 
 def orders_ended(ids, timeout):
@@ -378,7 +392,8 @@ def report(results):
         print(f"{name:34} {ours if ours is not None else '-':>10} {theirs if theirs is not None else '-':>10} "
               f"{ratio(ours, theirs):>8}")
     print(f"\noutcomes: service burst {oh['service_burst']['outcomes']}, API burst {oh['api_burst']['outcomes']} "
-          f"(API accepted {oh['api_burst']['accept_rate']} orders/s)")
+          f"(API accepted {oh['api_burst']['accept_rate']} orders/s; refused at the door and retried: "
+          f"{oh.get('refused', {})})")
     for label, costs in (("service burst", oh["costs"]), ("REST API burst", oh["api_costs"])):
         print(f"CPU ms per saga by process (OrderHub, {label}; total {sum(costs['cpu_ms_per_saga'].values()):.1f}):",
               json.dumps(dict(sorted(costs["cpu_ms_per_saga"].items(), key=lambda kv: -kv[1]))))
@@ -430,6 +445,7 @@ def main(argv=None):
             "lone": lone, "service_burst": service_burst, "api_burst": api_burst,
             "costs": per_saga(before, after, args.orders), "api_costs": per_saga(after, api_after, args.orders),
             "peak_rss_mb": {name: peak_rss_mb(tree(pid)) for name, pid in processes.items()},
+            "refused": dict(REFUSED),
         }
         say("chain: warming up, lone chains, then a burst")
         chain_groups = {"chain-worker": tree(chain_worker.pid)} | {k: v for k, v in groups.items()

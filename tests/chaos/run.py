@@ -170,6 +170,7 @@ class Client:
         self.base = base
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Token {token}"
+        self.refused = 0  # 503 answers (admission control), each retried after Retry-After
 
     def call(self, method, path, *, attempts=60, **kwargs):
         """Retry through outages; the Idempotency-Key makes a retried POST safe."""
@@ -178,6 +179,10 @@ class Client:
                 response = self.session.request(method, self.base + path, timeout=30, **kwargs)
                 if response.status_code < 500:
                     return response
+                if response.status_code == 503 and response.headers.get("Retry-After"):
+                    self.refused += 1
+                    time.sleep(min(float(response.headers["Retry-After"]), 5.0))
+                    continue
             except requests.RequestException:
                 pass
             time.sleep(0.5)
@@ -589,9 +594,15 @@ def main(argv=None):
         counted = malformed_ticks() - ticks_before
         results.append(("I7", f"every malformed tick dropped and counted ({poisoned_ticks} injected, {counted} counted)",
                         [] if counted >= poisoned_ticks else [f"{poisoned_ticks - counted} ticks not counted"]))
+        from orderhub.orders.models import Order
+
+        timed_out = Counter(placed[str(order_id)] for order_id in Order.objects.filter(
+            id__in=list(placed), failure_reason="deadline_exceeded").values_list("id", flat=True))
+        results.append(("I8", "no order failed by a deadline but tok_slow's (a deadline measures silence, not load)",
+                        [f"{count} {scenario} orders deadline_exceeded" for scenario, count in sorted(timed_out.items())
+                         if scenario != "slow"]))
         if not quiet:
             results.append(("--", "the run settled within its time limit", ["did not settle"]))
-        from orderhub.orders.models import Order
 
         outcomes = Counter(Order.objects.filter(id__in=list(placed)).values_list("status", flat=True))
         reasons = Counter(Order.objects.filter(id__in=list(placed), failure_reason__isnull=False)
@@ -606,6 +617,7 @@ def main(argv=None):
             ("payments DB outage", monkey.payments_outage),
             ("poison injected", f"{len(injected)} ({len({q for q, _ in injected})} queues)"),
             ("monkey errors", monkey.errors[:3] or "none"),
+            ("refused at the door (503)", client.refused),
             ("seed", seed_value),
             ("failure reasons", dict(sorted(reasons.items()))),
         ]

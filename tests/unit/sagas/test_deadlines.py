@@ -185,7 +185,7 @@ def test_a_deadline_is_put_off_while_the_participants_queue_holds_a_backlog_inst
 
     def backlog(message_type, message_id):
         asked.append((message_type, message_id))
-        return 40
+        return {"queue_backlog": 40}
 
     now = past_deadline(scenario, "authorize")
     assert engine.deadlines_sweep(now=now, backlog=backlog) == 1
@@ -208,10 +208,10 @@ def test_a_deadline_is_put_off_a_bounded_number_of_times_then_the_step_counts_as
         .expect_command("payments.authorize")
     )
     for _ in range(engine.MAX_DEFERRALS):
-        engine.deadlines_sweep(now=past_deadline(scenario, "authorize"), backlog=lambda message_type, message_id: 1)
+        engine.deadlines_sweep(now=past_deadline(scenario, "authorize"), backlog=lambda message_type, message_id: {"queue_backlog": 1})
     assert scenario.step("authorize").deferrals == engine.MAX_DEFERRALS
 
-    engine.deadlines_sweep(now=past_deadline(scenario, "authorize"), backlog=lambda message_type, message_id: 1)
+    engine.deadlines_sweep(now=past_deadline(scenario, "authorize"), backlog=lambda message_type, message_id: {"queue_backlog": 1})
 
     assert (scenario.step("authorize").resends, scenario.step("authorize").deferrals) == (1, engine.MAX_DEFERRALS)
 
@@ -222,12 +222,12 @@ def test_a_new_attempt_starts_with_no_deferrals_and_a_due_retry_is_never_put_off
         .succeed("inventory.reserve", "payments.authorize", "shipping.create", "payments.capture")
         .expect_command("notifications.send")
     )
-    engine.deadlines_sweep(now=past_deadline(scenario, "notify"), backlog=lambda message_type, message_id: 5)
+    engine.deadlines_sweep(now=past_deadline(scenario, "notify"), backlog=lambda message_type, message_id: {"participant": "retrying"})
     assert scenario.step("notify").deferrals == 1
     scenario.reply_failure("smtp_down")
     assert scenario.step("notify").status == "retry_wait"
 
-    engine.deadlines_sweep(now=past_deadline(scenario, "notify"), backlog=lambda message_type, message_id: 5)
+    engine.deadlines_sweep(now=past_deadline(scenario, "notify"), backlog=lambda message_type, message_id: {"participant": "retrying"})
 
     scenario.expect_command("notifications.send", attempt=2)
     assert scenario.step("notify").deferrals == 0

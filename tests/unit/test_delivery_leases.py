@@ -1,0 +1,68 @@
+"""Leases on commands (orderhub/delivery.py) and what the deadline sweep makes of them
+(sagas.tasks.participant_backlog), against the real Redis; the queue depth is given."""
+import uuid
+
+import pytest
+
+from orderhub import bus, delivery
+from sagas import tasks
+from tests.conftest import eventually
+
+
+@pytest.fixture
+def depth(monkeypatch):
+    depths = {"payments.commands": 0}
+    monkeypatch.setattr(bus, "queue_backlog", lambda queue: depths[queue])
+    return depths
+
+
+def message_id():
+    return str(uuid.uuid4())
+
+
+def test_a_command_nobody_holds_waits_among_the_queues_backlog(depth):
+    depth["payments.commands"] = 3
+    assert tasks.participant_backlog()("payments.authorize", message_id()) == {"queue_backlog": 3}
+
+
+def test_with_no_backlog_and_nobody_holding_it_the_deadline_stands(depth):
+    assert tasks.participant_backlog()("payments.authorize", message_id()) is None
+
+
+def test_a_command_a_worker_is_handling_is_the_participants_silence_whatever_the_backlog(depth):
+    depth["payments.commands"] = 3
+    held = message_id()
+    with delivery.holding(held):
+        assert delivery.state(held) == delivery.BUSY
+        assert tasks.participant_backlog()("payments.authorize", held) is None
+
+
+def test_a_command_being_retried_puts_its_deadline_off(depth):
+    held = message_id()
+    with delivery.holding(held):
+        delivery.retrying(held, 2.0)
+    assert tasks.participant_backlog()("payments.authorize", held) == {"participant": "retrying"}
+
+
+def test_the_lease_of_a_worker_that_stops_refreshing_it_lapses(depth, monkeypatch):
+    monkeypatch.setattr(delivery, "LEASE_SECONDS", 1.0)
+    depth["payments.commands"] = 1
+    held = message_id()
+    with delivery.holding(held):
+        pass  # the worker is gone: nobody refreshes the lease
+    eventually(lambda: delivery.state(held) is None, timeout=5, message="the lease to lapse")
+    assert tasks.participant_backlog()("payments.authorize", held) == {"queue_backlog": 1}
+
+
+def test_when_redis_cannot_be_asked_the_deadline_stands(depth, monkeypatch):
+    depth["payments.commands"] = 3
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("redis is gone")
+
+    monkeypatch.setattr(delivery.cache, "get", unreachable)
+    assert tasks.participant_backlog()("payments.authorize", message_id()) is None
+
+
+def test_replies_and_unknown_types_have_no_participant_queue(depth):
+    assert tasks.participant_backlog()("saga.reply", message_id()) is None
