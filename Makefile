@@ -23,8 +23,10 @@ databases: venv services
 	$(BIN)/python manage.py setup_databases
 	$(BIN)/python manage.py declare_topology
 
-# How many of each process `make run` starts; a slow payment provider ties up a payments worker.
-CONCURRENCY ?= payments=2
+# How many of each process `make run` starts: two orchestrators (each applies one reply at a time
+# and waits on PostgreSQL and RabbitMQ in between), two payments workers (a slow payment provider
+# ties one up). make bench starts the same.
+CONCURRENCY ?= orchestrator=2,payments=2
 run: databases
 	$(BIN)/python manage.py seed_demo
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0

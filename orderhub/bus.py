@@ -12,6 +12,10 @@ def publish(message_type: str, body: dict, *, message_id: str, routing_key: str 
         message_type,
         args=[body],
         task_id=message_id,
+        # Celery would otherwise repr the whole body into the headers for monitoring (CPU on every
+        # publish, and payment tokens and addresses shown in Flower).
+        argsrepr=f"[<{message_type} body withheld>]",
+        kwargsrepr="{}",
         **({"routing_key": routing_key} if routing_key else {}),
         # Give up quickly: the caller keeps the message (outbox row, inbox reply) and tries again.
         retry=True,

@@ -5,7 +5,7 @@ The deadline sweep reads it to tell a participant's silence from our own backlog
   while it works, and lapses within LEASE seconds if the worker dies). The participant has the
   command and has not answered: the deadline stands (a hung provider is caught);
 - `retrying`: the worker met a failure it retries and RabbitMQ holds the command until the next
-  attempt (the lease lasts the delay and a margin). The participant is working through a retry
+  attempt (the lease lasts the delay and RETRY_MARGIN_SECONDS). The participant is working through a retry
   budget it was given and will answer, `unknown` at worst: the deadline is put off;
 - no lease: nobody holds the command. If the participant's queue holds messages, the command is
   waiting among them (or was handed back by a worker that died): the deadline is put off.
@@ -21,6 +21,9 @@ from django.core.cache import cache
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 6.0
+# How much longer than its delay a retried command may take to come back: RabbitMQ's delayed
+# delivery (dead-lettering between quorum queues) was measured up to 29 s late under chaos.
+RETRY_MARGIN_SECONDS = 30.0
 BUSY, RETRYING = "busy", "retrying"
 UNKNOWN = object()
 
@@ -66,7 +69,7 @@ def release(message_id):
 def retrying(message_id, delay):
     """The command goes back to RabbitMQ for `delay` seconds before its next attempt."""
     release(message_id)
-    _set(message_id, RETRYING, delay + LEASE_SECONDS)
+    _set(message_id, RETRYING, delay + RETRY_MARGIN_SECONDS)
 
 
 def state(message_id):

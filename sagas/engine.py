@@ -131,10 +131,10 @@ def saga_start(*, definition: Saga, context: dict, correlation_id: str) -> SagaI
     saga = SagaInstance.objects.create(
         saga_type=definition.name, correlation_id=correlation_id, context=context
     )
-    SagaStep.objects.bulk_create(
+    steps = SagaStep.objects.bulk_create(
         SagaStep(saga=saga, index=i, name=step.name) for i, step in enumerate(definition.steps)
     )
-    _send(saga, definition, saga.steps.get(index=0), compensation=False)
+    _send(saga, definition, steps[0], compensation=False)
     return saga
 
 
@@ -149,7 +149,9 @@ def reply_apply(reply: Reply) -> str:
         if saga is None:
             log.warning("reply for unknown saga ignored saga_id=%s message_id=%s", reply.saga_id, reply.message_id)
             return "unknown"
-        step = saga.steps.filter(name=reply.step).first()
+        # Every step in one read; the engine then finds them in saga._steps (_step_at).
+        saga._steps = {step.index: step for step in saga.steps.all()}
+        step = next((step for step in saga._steps.values() if step.name == reply.step), None)
         awaited = step is not None and step.status in (StepStatus.RUNNING, StepStatus.COMPENSATING)
         definition = REGISTRY[saga.saga_type]
         if awaited and str(step.message_id) == reply.in_reply_to:
@@ -250,7 +252,7 @@ def _action_succeeded(saga, definition, step, reply, now):
         _compensate_from(saga, definition, step.index, reason="cancelled_by_client")
     elif step.index + 1 < len(definition.steps):
         saga.current_step = step.index + 1
-        _send(saga, definition, saga.steps.get(index=saga.current_step), compensation=False)
+        _send(saga, definition, _step_at(saga, saga.current_step), compensation=False)
     else:
         _end(saga, SagaStatus.COMPLETED)
 
@@ -329,12 +331,24 @@ def _compensate_from(saga, definition, index, *, reason):
     """Compensate the steps from `index` down to 0, one at a time, in reverse order."""
     saga.status = SagaStatus.COMPENSATING
     saga.failure_reason = saga.failure_reason or reason or ""
-    for candidate in saga.steps.filter(index__lte=index, status__in=_TO_COMPENSATE).order_by("-index"):
+    for candidate in _steps_to_compensate(saga, index):
         if definition.steps[candidate.index].compensate:
             saga.current_step = candidate.index
             _send(saga, definition, candidate, compensation=True)
             return
     _end(saga, SagaStatus.COMPENSATED)
+
+
+def _step_at(saga, index):
+    steps = getattr(saga, "_steps", None)
+    return steps[index] if steps is not None else saga.steps.get(index=index)
+
+
+def _steps_to_compensate(saga, index):
+    steps = getattr(saga, "_steps", None)
+    if steps is None:
+        return saga.steps.filter(index__lte=index, status__in=_TO_COMPENSATE).order_by("-index")
+    return [steps[i] for i in sorted(steps, reverse=True) if i <= index and steps[i].status in _TO_COMPENSATE]
 
 
 def _end(saga, status):

@@ -28,10 +28,11 @@ BROKER_UNREACHABLE = (KombuOperationalError, ConnectionError, TimeoutError, OSEr
 
 
 def enqueue(command: Command) -> OutboxMessage:
+    body = command.to_dict()
     row = OutboxMessage.objects.create(
-        id=command.message_id, message_type=command.type, saga_id=command.saga_id, body=command.to_dict()
+        id=command.message_id, message_type=command.type, saga_id=command.saga_id, body=body
     )
-    transaction.on_commit(lambda: publish_after_commit([row.id]), robust=True)
+    transaction.on_commit(lambda: publish_committed([(row.id, row.message_type, body)]), robust=True)
     return row
 
 
@@ -42,10 +43,35 @@ def resend(message_id):
 
 
 def publish_after_commit(ids):
+    relay(ids=ids)
+
+
+def publish_committed(rows):
+    """Publish rows this process has just committed, from what it wrote (no read back, no lock),
+    then mark them published. The relay sweep leaves rows younger than its grace to this; if the
+    two ever publish the same row, the worker's inbox makes the copy harmless."""
     if _background is not None:
-        _background.submit(ids)
+        _background.submit(rows)
     else:
-        relay(ids=ids)
+        _publish_rows(rows)
+
+
+def _publish_rows(rows):
+    published = []
+    for message_id, message_type, body in rows:
+        try:
+            publish(message_type, body, message_id=str(message_id))
+        except BROKER_UNREACHABLE as exc:  # left (with the rest) for the relay sweep
+            log.warning("outbox publish failed, left for the relay message_id=%s: %r", message_id, exc)
+            _note_failure(message_id, exc)
+            break
+        except Exception as exc:
+            log.exception("outbox row cannot be published, left for the relay message_id=%s", message_id)
+            _note_failure(message_id, exc)
+            continue
+        published.append(message_id)
+    if published:
+        OutboxMessage.objects.filter(id__in=published, published_at__isnull=True).update(published_at=timezone.now())
 
 
 class BackgroundPublisher:
@@ -60,12 +86,13 @@ class BackgroundPublisher:
         self._lock = threading.Lock()
         self._pid = None  # a forked child (a gunicorn worker) starts its own thread
 
-    def submit(self, ids):
+    def submit(self, rows):
+        """rows: (message id, message type, body) of rows just committed."""
         self._ensure_running()
         try:
-            self._queue.put_nowait(list(ids))
+            self._queue.put_nowait(list(rows))
         except queue.Full:
-            log.warning("background publisher full; %d rows left to the relay", len(ids))
+            log.warning("background publisher full; %d rows left to the relay", len(rows))
 
     def _ensure_running(self):
         if self._pid == os.getpid():
@@ -86,7 +113,7 @@ class BackgroundPublisher:
                     break
             try:
                 close_old_connections()
-                relay(ids=ids)
+                _publish_rows(ids)
             except Exception:
                 log.exception("background publish failed; %d rows left to the relay", len(ids))
 
@@ -119,12 +146,12 @@ def relay(*, ids=None, older_than: float | None = None, limit: int = 500) -> int
                 publish(row.message_type, row.body, message_id=str(row.id))
             except BROKER_UNREACHABLE as exc:  # left (with the rest) for the next sweep
                 log.warning("outbox publish failed, left for the relay message_id=%s: %r", row.id, exc)
-                _note_failure(row, exc)
+                _note_failure(row.id, exc)
                 break
             except Exception as exc:
                 log.exception("outbox row cannot be published, skipped message_id=%s type=%s",
                               row.id, row.message_type[:100])
-                _note_failure(row, exc)
+                _note_failure(row.id, exc)
                 continue
             published.append(row.id)
         if published:
@@ -132,7 +159,7 @@ def relay(*, ids=None, older_than: float | None = None, limit: int = 500) -> int
         return len(published)
 
 
-def _note_failure(row, exc):
-    OutboxMessage.objects.filter(id=row.id).update(
+def _note_failure(message_id, exc):
+    OutboxMessage.objects.filter(id=message_id).update(
         publish_attempts=F("publish_attempts") + 1, last_error=f"{timezone.now().isoformat()} {exc!r}"[:2000]
     )

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 VHOST, CHAIN_VHOST, DB_PREFIX = "orderhub_bench", "orderhub_bench_chain", "bench_"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCESSES = ["orchestrator", "inventory", "payments", "shipping", "notifications", "beat", "deadletters", "api"]
+# The same default as the Makefile's CONCURRENCY for `make run`.
+DEFAULT_CONCURRENCY = "orchestrator=2,payments=2"
 
 
 def parse_args(argv=None):
@@ -37,6 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--lone", type=int, default=20, help="orders placed one at a time")
     parser.add_argument("--threads", type=int, default=8, help="client threads in a burst")
     parser.add_argument("--settle-timeout", type=float, default=180.0)
+    parser.add_argument("--concurrency", default=DEFAULT_CONCURRENCY,
+                        help="how many of each process, as `make run` takes it (honcho's -c)")
     return parser.parse_args(argv)
 
 
@@ -118,14 +122,16 @@ def seed():
     return client, Token.objects.create(user=client).key
 
 
-def start_orderhub(env):
+def start_orderhub(env, concurrency=DEFAULT_CONCURRENCY):
     from tests.support.cluster import Cluster
 
+    counts = {name: int(count) for name, count in (pair.split("=") for pair in concurrency.split(",") if pair)}
     cluster = Cluster(env, ROOT / "var" / "bench-logs")
     for log in cluster.log_dir.glob("*.log"):
         log.unlink()
     for name in PROCESSES:
-        cluster.start(name)
+        for index in range(1, counts.get(name, 1) + 1):
+            cluster.start(name, index=index)
     return cluster
 
 
@@ -412,10 +418,11 @@ def main(argv=None):
     import logging
 
     logging.getLogger("orderhub").setLevel(logging.WARNING)  # the bench process itself: figures only
-    say(f"bursts of {args.orders} orders from {args.threads} threads, {args.lone} lone orders")
+    say(f"bursts of {args.orders} orders from {args.threads} threads, {args.lone} lone orders; "
+        f"processes {args.concurrency} (one of each other)")
     reset_world(env)
     client, token = seed()
-    cluster = start_orderhub(env)
+    cluster = start_orderhub(env, args.concurrency)
     chain_worker = start_chain_worker(env, cluster.log_dir)
     results = {"args": vars(args), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
@@ -428,7 +435,7 @@ def main(argv=None):
             except requests.RequestException:
                 pass
             time.sleep(0.5)
-        processes = {key.rsplit("-", 1)[0]: proc.pid for key, proc in cluster.procs.items()}
+        processes = {key: proc.pid for key, proc in cluster.procs.items()}
         groups = process_groups(processes)
         databases = [DB_PREFIX + name for name in ("orderhub", "inventory", "payments", "shipping", "notifications")]
         say("OrderHub: warming up, then lone orders")

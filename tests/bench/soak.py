@@ -51,7 +51,7 @@ def main(argv=None):
     started = time.monotonic()
     try:
         time.sleep(5)
-        processes = {key.rsplit("-", 1)[0]: proc.pid for key, proc in cluster.procs.items()}
+        processes = {key: proc.pid for key, proc in cluster.procs.items()}
         done = 0
         while done < args.orders:
             n = min(CHUNK, args.orders - done)

@@ -64,7 +64,7 @@ def test_the_same_command_delivered_twice_has_one_effect(live):
 def test_a_crash_between_commit_and_publish_is_repaired_by_the_relay(live, monkeypatch):
     sku = product(stock=10)
     # The process "dies" right after committing: the after-commit publish never happens.
-    monkeypatch.setattr(outbox, "publish_after_commit", lambda ids: None)
+    monkeypatch.setattr(outbox, "publish_committed", lambda rows: None)
     order_id = place(api_client(), sku=sku)["id"]
     assert OutboxMessage.objects.filter(published_at__isnull=True).count() == 1
 

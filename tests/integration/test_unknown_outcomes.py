@@ -181,7 +181,7 @@ def test_an_outbox_row_that_cannot_be_published_does_not_hold_up_the_others(live
     poison = OutboxMessage.objects.create(id=uuid.uuid4(), message_type="inventory." + "€" * 90,
                                           saga_id=uuid.uuid4(), body={"poison": True})
     OutboxMessage.objects.filter(id=poison.id).update(created_at=timezone.now() - timedelta(minutes=5))
-    monkeypatch.setattr(outbox, "publish_after_commit", lambda ids: None)  # left to the relay
+    monkeypatch.setattr(outbox, "publish_committed", lambda rows: None)  # left to the relay
 
     order = wait_ended(place(api_client(), sku=product(stock=5))["id"], timeout=20)
 
