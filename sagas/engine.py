@@ -6,6 +6,7 @@ through the outbox, applies replies under a row lock, and announces the end with
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -469,9 +470,14 @@ def _note_sweep_failure(saga_id, step_id, now, exc):
     )
 
 
-# How many times a deadline is put off while the participant's queue holds a backlog; past that the
-# step is treated as silent (a participant may hang with messages still queued behind it).
-MAX_DEFERRALS = 20
+# How long, in all, a deadline may be put off (in deferrals of one timeout each): past that the step
+# counts as silent, so a participant that has stopped altogether is given up on and the saga
+# compensates. Under chaos at 5 orders/s a retried command was seen to wait 110 s in a backlog.
+DEFERRAL_BUDGET_SECONDS = 600.0
+
+
+def max_deferrals(timeout: float) -> int:
+    return max(1, math.ceil(DEFERRAL_BUDGET_SECONDS / timeout))
 
 
 def _on_deadline(saga, definition, step, now, backlog):
@@ -482,7 +488,7 @@ def _on_deadline(saga, definition, step, now, backlog):
     compensation = step.status == StepStatus.COMPENSATING
     timeout = timedelta(seconds=spec.timeout(compensation=compensation))
     waiting = backlog(spec.compensate if compensation else spec.command, str(step.message_id))
-    if waiting and step.deferrals < MAX_DEFERRALS:
+    if waiting and step.deferrals < max_deferrals(timeout.total_seconds()):
         step.deferrals += 1
         step.deadline_at = now + timeout
         step.save()
