@@ -51,7 +51,7 @@ SCENARIOS = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=3.0, help="orders placed per second")
+    parser.add_argument("--rate", type=float, default=5.0, help="orders placed per second")
     parser.add_argument("--kill-every", type=float, default=4.0, help="seconds between SIGKILLs")
     parser.add_argument("--poison", type=int, default=52,
                         help="malformed messages to inject, of every kind, spread over every queue consumed")
