@@ -114,3 +114,8 @@ def test_flower_requires_basic_auth_and_uses_the_management_api():
     argv = _argv(SERVICES["flower"]["command"])
     assert _option(argv, "--basic-auth")
     assert "@rabbitmq:15672/api/" in _option(argv, "--broker-api")
+
+
+def test_two_orchestrators_run_by_default_as_make_run_starts_them():
+    assert SERVICES["orchestrator"]["deploy"]["replicas"] == 2
+    assert "CONCURRENCY ?= orchestrator=2,payments=2" in (ROOT / "Makefile").read_text()
