@@ -170,16 +170,21 @@ def cpu_seconds(pids):
     return total / CLK_TCK
 
 
-def peak_rss_mb(pids):
-    peak = 0
+def status_mb(pids, field):
+    """One memory field of /proc/<pid>/status (VmHWM, VmRSS), in MB, for each process still there."""
+    values = []
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
+                if line.startswith(f"{field}:"):
+                    values.append(int(line.split()[1]) / 1024)
         except FileNotFoundError:
             pass
-    return round(peak, 1)
+    return values
+
+
+def peak_rss_mb(pids):
+    return round(max(status_mb(pids, "VmHWM"), default=0), 1)
 
 
 def pids_named(*names):

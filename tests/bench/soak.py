@@ -8,7 +8,6 @@ import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from tests.bench import run as bench
 
@@ -17,15 +16,8 @@ BAR = 0.10
 
 
 def rss_mb(pids):
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        except FileNotFoundError:
-            pass
-    return round(total, 1)
+    """Resident memory now, a process and its children together."""
+    return round(sum(bench.status_mb(pids, "VmRSS")), 1)
 
 
 def main(argv=None):
