@@ -56,7 +56,11 @@ def publish_committed(rows):
         _publish_rows(rows)
 
 
-def _publish_rows(rows):
+def _publish_rows(rows) -> int:
+    """Publish (message id, type, body) rows in order and mark those published; returns how many.
+    The broker being unreachable stops the run (every row would fail the same way). A row that
+    fails on its own (it can never be published as it is) is marked, logged and put behind the
+    others, and the run carries on: one bad row must not hold up the rest."""
     published = []
     for message_id, message_type, body in rows:
         try:
@@ -66,12 +70,14 @@ def _publish_rows(rows):
             _note_failure(message_id, exc)
             break
         except Exception as exc:
-            log.exception("outbox row cannot be published, left for the relay message_id=%s", message_id)
+            log.exception("outbox row cannot be published, left for the relay message_id=%s type=%s",
+                          message_id, str(message_type)[:100])
             _note_failure(message_id, exc)
             continue
         published.append(message_id)
     if published:
         OutboxMessage.objects.filter(id__in=published, published_at__isnull=True).update(published_at=timezone.now())
+    return len(published)
 
 
 class BackgroundPublisher:
@@ -105,17 +111,17 @@ class BackgroundPublisher:
 
     def _run(self):
         while True:
-            ids = self._queue.get()
-            while len(ids) < self._batch:
+            rows = self._queue.get()
+            while len(rows) < self._batch:
                 try:
-                    ids.extend(self._queue.get_nowait())
+                    rows.extend(self._queue.get_nowait())
                 except queue.Empty:
                     break
             try:
                 close_old_connections()
-                _publish_rows(ids)
+                _publish_rows(rows)
             except Exception:
-                log.exception("background publish failed; %d rows left to the relay", len(ids))
+                log.exception("background publish failed; %d rows left to the relay", len(rows))
 
 
 _background: BackgroundPublisher | None = None
@@ -128,35 +134,15 @@ def publish_in_background():
 
 
 def relay(*, ids=None, older_than: float | None = None, limit: int = 500) -> int:
-    """Publish unsent outbox rows; returns how many were published.
-
-    The broker being unreachable stops the run (every row would fail the same way). A row that
-    fails on its own (it can never be published as it is) is marked, logged and put behind the
-    others, and the run carries on: one bad row must not hold up the rest."""
+    """Publish unsent outbox rows, taken with SKIP LOCKED (see `_publish_rows`); returns how many."""
     with transaction.atomic():
         rows = OutboxMessage.objects.select_for_update(skip_locked=True).filter(published_at__isnull=True)
         if ids is not None:
             rows = rows.filter(id__in=ids)
         if older_than is not None:
             rows = rows.filter(created_at__lt=timezone.now() - timedelta(seconds=older_than))
-        rows = list(rows.order_by("publish_attempts", "created_at")[:limit])
-        published = []
-        for row in rows:
-            try:
-                publish(row.message_type, row.body, message_id=str(row.id))
-            except BROKER_UNREACHABLE as exc:  # left (with the rest) for the next sweep
-                log.warning("outbox publish failed, left for the relay message_id=%s: %r", row.id, exc)
-                _note_failure(row.id, exc)
-                break
-            except Exception as exc:
-                log.exception("outbox row cannot be published, skipped message_id=%s type=%s",
-                              row.id, row.message_type[:100])
-                _note_failure(row.id, exc)
-                continue
-            published.append(row.id)
-        if published:
-            OutboxMessage.objects.filter(id__in=published).update(published_at=timezone.now())
-        return len(published)
+        rows = rows.order_by("publish_attempts", "created_at")[:limit]
+        return _publish_rows([(row.id, row.message_type, row.body) for row in rows])
 
 
 def _note_failure(message_id, exc):

@@ -42,7 +42,6 @@ def main(argv=None):
     samples, outcomes = [], {}
     started = time.monotonic()
     try:
-        time.sleep(5)
         processes = {key: proc.pid for key, proc in cluster.procs.items()}
         done = 0
         while done < args.orders:

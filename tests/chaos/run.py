@@ -64,6 +64,9 @@ def parse_args(argv=None):
     parser.add_argument("--settle-timeout", type=float, default=240.0)
     parser.add_argument("--time-limit", type=float, default=600.0, help="the whole run, seconds")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--probe", type=int, default=0,
+                        help="once quiet, place this many tok_ok orders one at a time and report their latency "
+                             "(is the system back to normal after the load?)")
     return parser.parse_args(argv)
 
 
@@ -378,6 +381,34 @@ def admin_sql(sql, params=None, attempts=20):
 
 
 # --- quiet and the invariants -----------------------------------------------------------------
+def probe_lone_orders(client, count):
+    """Place `count` tok_ok orders one at a time through the API and time each, POST to completed."""
+    from django.db import close_old_connections
+
+    from orderhub.orders.models import Order
+
+    latencies, statuses = [], Counter()
+    body = {"items": [{"sku": "CH-000", "quantity": 1}], "payment_token": "tok_ok",
+            "shipping_address": {"name": "Probe", "line1": "1 Loop Rd", "city": "Localhost",
+                                 "postal_code": "127001", "country": "GB"}}
+    for _ in range(count):
+        started = time.monotonic()
+        order_id = client.call("POST", "/api/orders/", json=body).json()["id"]
+
+        def ended():
+            close_old_connections()
+            return Order.objects.filter(id=order_id).exclude(status="pending").values_list("status", flat=True).first()
+
+        status = None
+        while status is None and time.monotonic() - started < 30:
+            status = ended() or time.sleep(0.01)
+        statuses[status or "pending"] += 1
+        latencies.append((time.monotonic() - started) * 1000)
+    latencies.sort()
+    return (f"{count}: p50 {latencies[len(latencies) // 2]:.0f} ms, max {latencies[-1]:.0f} ms, "
+            f"{dict(statuses)}")
+
+
 def settled(order_ids):
     from django.db import close_old_connections
 
@@ -589,6 +620,7 @@ def main(argv=None):
         monkey.finish()
         budget = min(args.settle_timeout, args.time_limit - (time.monotonic() - run_started))
         quiet = wait_until(lambda: settled(list(placed)), budget, "every order to end")
+        drained_after = time.monotonic() - placing_started - placing_took
         wait_until(lambda: archive_caught_up(env, placed, poison_keys), 60, "the dead-letter archive")
         results = check_invariants(placed, initial, poison_keys)
         counted = malformed_ticks() - ticks_before
@@ -607,6 +639,8 @@ def main(argv=None):
         outcomes = Counter(Order.objects.filter(id__in=list(placed)).values_list("status", flat=True))
         reasons = Counter(Order.objects.filter(id__in=list(placed), failure_reason__isnull=False)
                           .values_list("failure_reason", flat=True))
+        # After the invariants, which count only the orders placed above.
+        probe = probe_lone_orders(client, args.probe) if args.probe and quiet else None
         facts = [
             ("orders", len(placed)),
             ("placing took", f"{placing_took:.0f}s"),
@@ -618,6 +652,8 @@ def main(argv=None):
             ("poison injected", f"{len(injected)} ({len({q for q, _ in injected})} queues)"),
             ("monkey errors", monkey.errors[:3] or "none"),
             ("refused at the door (503)", client.refused),
+            ("quiet after the last order", f"{drained_after:.0f}s"),
+            *([("lone orders after the load", probe)] if probe else []),
             ("seed", seed_value),
             ("failure reasons", dict(sorted(reasons.items()))),
         ]
