@@ -30,3 +30,24 @@ def declare_topology_before_consuming(sender=None, **kwargs):
     from orderhub import topology
 
     topology.ensure_declared(app)
+
+
+@signals.worker_init.connect
+def publish_outbox_rows_from_a_thread(sender=None, **kwargs):
+    """The orchestrator applies a reply, commits, and goes on to the next one: the commands it
+    wrote are published from a thread of its own, in batches, one `published_at` update per batch
+    (sagas/outbox.py). A row still held when the process dies is published by the relay sweep, as
+    after any crash between commit and publish. Domain workers write no outbox rows."""
+    from sagas import outbox
+
+    outbox.publish_in_background()
+
+
+@signals.worker_shutdown.connect
+def publish_what_is_held_before_stopping(sender=None, **kwargs):
+    from sagas import outbox
+
+    if not outbox.flush_background(timeout=5.0):
+        import logging
+
+        logging.getLogger(__name__).warning("outbox rows still unpublished at shutdown; the relay will publish them")

@@ -150,25 +150,30 @@ def reply_apply(reply: Reply) -> str:
         if saga is None:
             log.warning("reply for unknown saga ignored saga_id=%s message_id=%s", reply.saga_id, reply.message_id)
             return "unknown"
-        # Every step in one read; the engine then finds them in saga._steps (_step_at).
+        # Every step in one read; the engine then finds them in saga._steps (_step_at). The events
+        # it records are written together, in one statement, before the transaction ends.
         saga._steps = {step.index: step for step in saga.steps.all()}
-        step = next((step for step in saga._steps.values() if step.name == reply.step), None)
-        awaited = step is not None and step.status in (StepStatus.RUNNING, StepStatus.COMPENSATING)
-        definition = REGISTRY[saga.saga_type]
-        if awaited and str(step.message_id) == reply.in_reply_to:
-            _event(saga, step.name, SagaEvent.Kind.REPLY, reply.message_id, "", reply.to_dict())
-            if step.status == StepStatus.RUNNING:
-                _on_action_reply(saga, definition, step, reply)
-            else:
-                _on_compensation_reply(saga, definition, step, reply)
-            outcome = "applied"
-        else:
-            outcome = _on_late_reply(saga, definition, step, reply)
-            if outcome != "applied":
-                return outcome
-        saga.version += 1
-        saga.save()
+        saga._events = []
+        outcome = _apply(saga, reply)
+        SagaEvent.objects.bulk_create(saga._events)
+        if outcome == "applied":
+            saga.version += 1
+            saga.save()
         return outcome
+
+
+def _apply(saga, reply) -> str:
+    step = next((step for step in saga._steps.values() if step.name == reply.step), None)
+    awaited = step is not None and step.status in (StepStatus.RUNNING, StepStatus.COMPENSATING)
+    definition = REGISTRY[saga.saga_type]
+    if awaited and str(step.message_id) == reply.in_reply_to:
+        _event(saga, step.name, SagaEvent.Kind.REPLY, reply.message_id, "", reply.to_dict())
+        if step.status == StepStatus.RUNNING:
+            _on_action_reply(saga, definition, step, reply)
+        else:
+            _on_compensation_reply(saga, definition, step, reply)
+        return "applied"
+    return _on_late_reply(saga, definition, step, reply)
 
 
 def _on_late_reply(saga, definition, step, reply) -> str:
@@ -395,9 +400,11 @@ def _send(saga, definition, step, *, compensation: bool):
 
 
 def _event(saga, step, kind, message_id, message_type, body):
-    SagaEvent.objects.create(
-        saga=saga, step=step, kind=kind, message_id=message_id, message_type=message_type, body=body
-    )
+    event = SagaEvent(saga=saga, step=step, kind=kind, message_id=message_id, message_type=message_type, body=body)
+    if getattr(saga, "_events", None) is not None:
+        saga._events.append(event)  # written by reply_apply, in order, before it commits
+    else:
+        event.save()
 
 
 # --- deadlines --------------------------------------------------------------------------------

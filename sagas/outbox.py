@@ -10,6 +10,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from datetime import timedelta
 
 from django.db import close_old_connections, transaction
@@ -112,16 +113,34 @@ class BackgroundPublisher:
     def _run(self):
         while True:
             rows = self._queue.get()
+            taken = 1
             while len(rows) < self._batch:
                 try:
                     rows.extend(self._queue.get_nowait())
+                    taken += 1
                 except queue.Empty:
                     break
             try:
-                close_old_connections()
                 _publish_rows(rows)
             except Exception:
                 log.exception("background publish failed; %d rows left to the relay", len(rows))
+                # The thread's database connection may be the cause (a restarted PostgreSQL):
+                # drop it if it is broken, so the next batch connects anew. (Not before every
+                # batch: that would health-check the connection, a round trip per batch.)
+                close_old_connections()
+            finally:
+                for _ in range(taken):
+                    self._queue.task_done()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for every submitted row to be published (or given up on, to
+        the relay); True when none is left. A process that stops calls it first."""
+        deadline = time.monotonic() + timeout
+        while self._pid == os.getpid() and self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
 
 _background: BackgroundPublisher | None = None
@@ -131,6 +150,12 @@ def publish_in_background():
     """Make after-commit publishes of this process go through a BackgroundPublisher."""
     global _background
     _background = _background or BackgroundPublisher()
+
+
+def flush_background(timeout: float = 5.0) -> bool:
+    """Publish what the background publisher still holds before the process stops (what it cannot
+    publish in time is the relay's, as after a crash)."""
+    return _background is None or _background.flush(timeout)
 
 
 def relay(*, ids=None, older_than: float | None = None, limit: int = 500) -> int:

@@ -7,6 +7,7 @@ the command is acked only after that (late acks), so a crash anywhere loses noth
 """
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Callable, NoReturn
@@ -90,46 +91,64 @@ def domain_of(message_type: str) -> str:
 
 def handle(command: Command) -> Reply | None:
     """Deduplicate and handle one command; returns the reply to send (already durable), or None
-    when another worker is handling the same message at this moment."""
+    when another worker is handling the same message at this moment.
+
+    One transaction: take the message id and look for its inbox row (one round trip), run the
+    handler in a savepoint (a rejection undoes what it wrote), then write the inbox row with its
+    reply. A copy seen before gets the stored reply and nothing else."""
     handler = _HANDLERS.get(command.type)
     if handler is None:
         raise MalformedMessage(f"no handler for {command.type}")
+    try:
+        return _handle(command, handler)
+    except IntegrityError:
+        # Another copy's inbox row committed between our statement's snapshot and our lock (or a
+        # business key was inserted concurrently): everything was rolled back; once more sees it.
+        return _handle(command, handler)
+
+
+def _handle(command, handler):
     database = domain_of(command.type)
     inbox_model = apps.get_model(database, "Inbox")
     with transaction.atomic(using=database):
-        if not _claim(database, command.message_id):
+        claimed, seen, stored = _claim(database, inbox_model, command.message_id)
+        if not claimed:
             return None
-        try:
-            with transaction.atomic(using=database):
-                inbox = inbox_model.objects.using(database).create(
-                    message_id=command.message_id,
-                    message_type=command.type,
-                    saga_id=command.saga_id,
-                    attempt=command.attempt,
-                )
-        except IntegrityError:
+        if seen:
             # Seen before (a redelivery, a resend, a replay): the stored reply, and nothing else.
-            stored = inbox_model.objects.using(database).get(message_id=command.message_id)
             log.info("duplicate command, re-sending stored reply message_id=%s", command.message_id)
-            return Reply.from_dict(stored.reply)
+            return Reply.from_dict(stored)
         try:
             with transaction.atomic(using=database):
                 reply = handler(command)
         except BusinessRejection as rejection:
             reply = command.fail(rejection.reason, rejection.detail)
-        inbox.reply = reply.to_dict()
-        inbox.save(using=database, update_fields=["reply"])
+        # The message id is ours for the transaction. An IntegrityError here (a copy committed
+        # just before our lock, an unknown outcome recorded meanwhile) rolls everything back.
+        inbox_model.objects.using(database).create(
+            message_id=command.message_id, message_type=command.type, saga_id=command.saga_id,
+            attempt=command.attempt, reply=reply.to_dict(),
+        )
     return reply
 
 
-def _claim(database, message_id) -> bool:
-    """Take the message id for this transaction. False when another worker is handling the same
+def _claim(database, inbox_model, message_id) -> tuple[bool, bool, dict | None]:
+    """Take the message id for this transaction and read its inbox row, in one round trip:
+    (taken, seen before, stored reply). Not taken when another worker is handling the same
     message right now (a resend or a redelivery racing the original): it will reply, and waiting
     on its inbox row would only tie this worker up for as long as the first one takes."""
     key = int.from_bytes(uuid.UUID(message_id).bytes[:8], "big", signed=True)
+    table = connections[database].ops.quote_name(inbox_model._meta.db_table)
     with connections[database].cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
-        return cursor.fetchone()[0]
+        cursor.execute(
+            f"SELECT pg_try_advisory_xact_lock(%s), inbox.message_id IS NOT NULL, inbox.reply "
+            f"FROM (SELECT 1) AS one LEFT JOIN {table} AS inbox ON inbox.message_id = %s",
+            [key, message_id],
+        )
+        taken, seen, stored = cursor.fetchone()
+    if isinstance(stored, str):
+        stored = json.loads(stored)
+    return taken, seen, stored
 
 
 def send_reply(reply: Reply):
