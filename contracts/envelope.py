@@ -36,6 +36,19 @@ def register_compensation(message_type: str, **fields):
     return register(message_type, **fields)
 
 
+# Commands nobody waits on (an operator's restock): handled once like any other, never answered.
+_ONE_WAY: set[str] = set()
+
+
+def register_one_way(message_type: str, **fields):
+    _ONE_WAY.add(message_type)
+    return register(message_type, **fields)
+
+
+def is_one_way(message_type: str) -> bool:
+    return message_type in _ONE_WAY
+
+
 def is_compensation(message_type: str) -> bool:
     return message_type in _COMPENSATIONS
 

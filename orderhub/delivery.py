@@ -7,6 +7,10 @@ The deadline sweep reads it to tell a participant's silence from our own backlog
 - `retrying`: the worker met a failure it retries and RabbitMQ holds the command until the next
   attempt (the lease lasts the delay and RETRY_MARGIN_SECONDS). The participant is working through a retry
   budget it was given and will answer, `unknown` at worst: the deadline is put off;
+- `answered`: the worker has answered (the reply is published, on its way through our own queue,
+  behind the sweep's marker): the deadline is put off. The lease lasts ANSWERED_SECONDS; until
+  then a `busy` left behind by the worker (it lapses only LEASE seconds later) would have said
+  "silent" of a participant that had answered;
 - no lease: nobody holds the command. If the participant's queue holds messages, the command is
   waiting among them (or was handed back by a worker that died): the deadline is put off.
 
@@ -24,7 +28,9 @@ LEASE_SECONDS = 6.0
 # How much longer than its delay a retried command may take to come back: RabbitMQ's delayed
 # delivery (dead-lettering between quorum queues) was measured up to 29 s late under chaos.
 RETRY_MARGIN_SECONDS = 30.0
-BUSY, RETRYING = "busy", "retrying"
+# How long an answered command is known as answered (its reply is applied long before, or lost).
+ANSWERED_SECONDS = 60.0
+BUSY, RETRYING, ANSWERED = "busy", "retrying", "answered"
 UNKNOWN = object()
 
 _held: set[str] = set()
@@ -68,8 +74,19 @@ def release(message_id):
 
 def retrying(message_id, delay):
     """The command goes back to RabbitMQ for `delay` seconds before its next attempt."""
-    release(message_id)
-    _set(message_id, RETRYING, delay + RETRY_MARGIN_SECONDS)
+    _settle(message_id, RETRYING, delay + RETRY_MARGIN_SECONDS)
+
+
+def answered(message_id):
+    """The worker has published its reply to the command."""
+    _settle(message_id, ANSWERED, ANSWERED_SECONDS)
+
+
+def _settle(message_id, value, seconds):
+    # Under the lock the refresher takes: it cannot put `busy` back over this once it is written.
+    with _lock:
+        _held.discard(str(message_id))
+        _set(message_id, value, seconds)
 
 
 def state(message_id):
@@ -97,4 +114,6 @@ def _refresh():
         with _lock:
             held = list(_held)
         for message_id in held:
-            _set(message_id, BUSY, LEASE_SECONDS)
+            with _lock:
+                if message_id in _held:
+                    _set(message_id, BUSY, LEASE_SECONDS)

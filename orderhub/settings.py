@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "workers.payments",
     "workers.shipping",
     "workers.notifications",
+    "orderhub.console",  # last: its post_migrate sets up the roles once every app's permissions exist
 ]
 
 MIDDLEWARE = [
@@ -165,3 +166,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "amqp": {"level": "WARNING"}},
 }
+
+# The operator's console (orderhub/console): dead letters replayed at most this many a second, and at
+# most this many in one admin request (the rest: run it again).
+REPLAY_RATE = env.float("ORDERHUB_REPLAY_RATE", default=20.0)
+REPLAY_MAX_PER_REQUEST = env.int("ORDERHUB_REPLAY_MAX_PER_REQUEST", default=100)

@@ -202,6 +202,11 @@ def _on_late_reply(saga, definition, step, reply) -> str:
     spec = definition.steps[step.index]
     now = timezone.now()
     _event(saga, step.name, SagaEvent.Kind.LATE_REPLY, reply.message_id, sent.message_type, reply.to_dict())
+    if saga.status == SagaStatus.RESOLVED:
+        # A person closed this saga; what the reply says is theirs to read, not ours to act on.
+        log.warning("late reply to a resolved saga recorded saga_id=%s step=%s to=%s", saga.id, step.name,
+                    sent.message_type)
+        return "late"
     if reply.succeeded and sent.message_type == spec.compensate and step.status in (
             StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED):
         _resume_if_parked(saga, step, "a late success of its compensation")
@@ -555,6 +560,32 @@ def saga_retry(*, saga_id) -> SagaInstance:
         saga.version += 1
         saga.save()
         return saga
+
+
+class SagaNotResolvable(Exception):
+    def __init__(self, message, *, already=False):
+        super().__init__(message)
+        self.already = already
+
+
+def saga_resolve(*, saga_id, note: str):
+    """Close a parked saga (stuck, or compensation_failed) that a person has dealt with outside the
+    system: it becomes `resolved`, a final state that keeps its failure reason, and its order
+    follows (saga_ended). Nothing resumes a resolved saga: a late reply is recorded, no more.
+    Returns (saga, the status it had)."""
+    with transaction.atomic():
+        saga = SagaInstance.objects.select_for_update().get(id=saga_id)
+        if saga.status == SagaStatus.RESOLVED:
+            raise SagaNotResolvable(f"saga {saga.id} is already resolved", already=True)
+        if saga.status not in (SagaStatus.COMPENSATION_FAILED, SagaStatus.STUCK):
+            raise SagaNotResolvable(f"saga {saga.id} is {saga.status}: only a stuck or compensation_failed "
+                                    "saga (a needs_attention order) can be marked resolved")
+        was = saga.status
+        _event(saga, "", SagaEvent.Kind.STATUS, None, "", {"resolved": note, "was": was})
+        _end(saga, SagaStatus.RESOLVED)
+        saga.version += 1
+        saga.save()
+        return saga, was
 
 
 # --- cancellation -----------------------------------------------------------------------------

@@ -12,9 +12,12 @@ class SagaStatus(models.TextChoices):
     COMPENSATION_FAILED = "compensation_failed"
     # Past its pivot, a forward step ran out of attempts: parked for an operator (`sagas retry`).
     STUCK = "stuck"
+    # A stuck or compensation_failed saga an operator closed by hand (`sagas resolve`, the admin).
+    RESOLVED = "resolved"
 
 
-FINAL_STATUSES = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.COMPENSATION_FAILED, SagaStatus.STUCK)
+FINAL_STATUSES = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.COMPENSATION_FAILED, SagaStatus.STUCK,
+                  SagaStatus.RESOLVED)
 
 
 class StepStatus(models.TextChoices):

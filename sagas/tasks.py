@@ -82,7 +82,8 @@ def deadlines_due(self, body):
 
 def participant_backlog():
     """For one sweep run: (message type, message id) -> why the command's deadline should be put
-    off, or None when it stands (orderhub/delivery.py): the participant is retrying it, or nobody
+    off, or None when it stands (orderhub/delivery.py): the participant is retrying it, or has
+    answered it (the reply is in our own queue, behind the sweep's marker), or nobody
     holds it and its participant's queue holds messages, the command among them. A queue's depth
     is asked of RabbitMQ once per run; when RabbitMQ or Redis cannot be asked, the deadline stands."""
     depths = {}
@@ -92,8 +93,8 @@ def participant_backlog():
         if queue is None:
             return None
         held = delivery.state(message_id)
-        if held == delivery.RETRYING:
-            return {"participant": "retrying"}
+        if held in (delivery.RETRYING, delivery.ANSWERED):
+            return {"participant": held}
         if held is not None:  # busy, or unknown
             return None
         if queue not in depths:

@@ -73,7 +73,7 @@ def main():
     print(dict(Counter(order["status"] for order in results.values())))
     if any(order["status"] == "needs_attention" for order in results.values()):
         print("needs_attention: see `manage.py sagas list --status compensation_failed`; lift the fault with "
-              "`manage.py sandbox lift tok_void_broken`, then `manage.py sagas retry ID`")
+              "`manage.py sandbox lift tok_void_broken`, then `manage.py sagas retry ID --reason WHY`")
     if len(results) < len(placed):
         sys.exit("some orders did not end within 60 s: is every worker running?")
 

@@ -20,7 +20,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from contracts import Command, MalformedMessage, Reply, Retry
-from contracts.envelope import HANDLER_ERROR, INFRASTRUCTURE_UNAVAILABLE, RETRIES_EXHAUSTED
+from contracts.envelope import HANDLER_ERROR, INFRASTRUCTURE_UNAVAILABLE, RETRIES_EXHAUSTED, is_one_way
 from orderhub import delivery
 from orderhub.bus import publish
 from orderhub.deadletters.reasons import note_reason
@@ -203,13 +203,16 @@ def _run(task, command, counts):
         # the message to the dead-letter queue (task_acks_on_failure=False).
         why = f"bug: {type(exc).__name__}: {exc}"
         note_reason(task.request.id, why)
-        _reply_quietly(command.unknown(HANDLER_ERROR, why[:1000], dead_lettered=True))
+        _reply_quietly(command, command.unknown(HANDLER_ERROR, why[:1000], dead_lettered=True))
         raise
     if reply is None:
         log.info("the same command is being handled elsewhere; this copy is dropped")
         return "in_flight"
+    if is_one_way(command.type):
+        return reply.outcome
     try:
         send_reply(reply)
+        delivery.answered(command.message_id)
     except BROKER_ERRORS as exc:
         # The reply is durable in the inbox: the retry finds it there and sends it again.
         _retry(task, command, exc, counts, "infrastructure", infrastructure_policy())
@@ -248,7 +251,7 @@ def _retry_or_give_up(task, command, exc, counts):
             return recorded
     # Not recorded (our database is unreachable, or a compensation, which is always safe to run
     # again): a later copy runs the handler anew. Dead-letter this one so an operator can replay it.
-    _reply_quietly(command.unknown(reason, why[:1000], dead_lettered=True))
+    _reply_quietly(command, command.unknown(reason, why[:1000], dead_lettered=True))
     dead_letter(task.request.id, f"{why}; outcome unknown")
 
 
@@ -270,11 +273,14 @@ def _record_unknown(command: Command, reply: Reply) -> Reply | None:
     return reply if created or inbox.reply is None else Reply.from_dict(inbox.reply)
 
 
-def _reply_quietly(reply: Reply):
+def _reply_quietly(command: Command, reply: Reply):
     """Send a reply on the way to dead-lettering: if the broker is gone too, the saga's deadline
-    stands in for it."""
+    stands in for it. (A one-way command is never answered.)"""
+    if is_one_way(command.type):
+        return
     try:
         send_reply(reply)
+        delivery.answered(command.message_id)
     except BROKER_ERRORS as exc:
         log.warning("could not send the reply message_id=%s: %r", reply.in_reply_to, exc)
 

@@ -23,6 +23,7 @@ class DeadLetter(models.Model):
     last_seen = models.DateTimeField(auto_now=True)
     replayed_at = models.DateTimeField(null=True, blank=True)
     replay_count = models.PositiveIntegerField(default=0)
+    discarded_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "dead_letter"

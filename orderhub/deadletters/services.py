@@ -114,6 +114,7 @@ def deadletter_replay(*, letter: DeadLetter, connection) -> DeadLetter:
 
 
 def deadletter_discard(*, letter: DeadLetter) -> DeadLetter:
-    letter.status = DeadLetter.Status.DISCARDED
-    letter.save(update_fields=["status", "last_seen"])
+    """Mark it dealt with; it stays in the archive with when it was last seen (not touched here)."""
+    DeadLetter.objects.filter(id=letter.id).update(status=DeadLetter.Status.DISCARDED, discarded_at=timezone.now())
+    letter.refresh_from_db()
     return letter

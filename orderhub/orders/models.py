@@ -25,9 +25,11 @@ class OrderStatus(models.TextChoices):
     FAILED = "failed"
     CANCELLED = "cancelled"
     NEEDS_ATTENTION = "needs_attention"
+    # A needs_attention order an operator dealt with by hand and closed; failure_reason is kept.
+    RESOLVED = "resolved"
 
 
-FINAL_ORDER_STATUSES = (OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.CANCELLED)
+FINAL_ORDER_STATUSES = (OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.CANCELLED, OrderStatus.RESOLVED)
 
 
 class Order(models.Model):

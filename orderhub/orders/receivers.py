@@ -10,6 +10,8 @@ from sagas.models import SagaStatus
 def order_status_for(saga):
     if saga.status == SagaStatus.COMPLETED:
         return OrderStatus.COMPLETED, None
+    if saga.status == SagaStatus.RESOLVED:
+        return OrderStatus.RESOLVED, saga.failure_reason or None
     if saga.status in (SagaStatus.COMPENSATION_FAILED, SagaStatus.STUCK):
         return OrderStatus.NEEDS_ATTENTION, saga.failure_reason or None
     if saga.failure_reason == "cancelled_by_client":

@@ -8,6 +8,7 @@ from django.core.management import call_command
 
 from contracts import Command
 from orderhub.bus import publish
+from orderhub.console.models import AuditEntry
 from orderhub.deadletters.models import DeadLetter
 from sagas.models import SagaEvent, SagaStep
 from tests.conftest import eventually
@@ -83,14 +84,17 @@ def test_a_void_that_always_fails_needs_an_operator_and_resumes_once_the_fault_i
     assert letter.queue == "payments.commands" and letter.reason.startswith("retries exhausted")
 
     call_command("sandbox", "lift", "tok_void_broken", stdout=io.StringIO())
-    # Replaying the dead letter applies it once, however often it is replayed.
-    call_command("deadletters", "replay", str(letter.id), stdout=io.StringIO())
+    # Replaying the dead letter applies it once; replaying it again does nothing and says so.
+    call_command("deadletters", "replay", str(letter.id), "--reason", "fault lifted", stdout=io.StringIO())
     eventually(lambda: charges(order).get().status == "voided", timeout=10, message="the replayed void")
-    call_command("deadletters", "replay", str(letter.id), stdout=io.StringIO())
-    eventually(lambda: DeadLetter.objects.get(id=letter.id).replay_count == 2, message="the second replay")
+    again = io.StringIO()
+    call_command("deadletters", "replay", str(letter.id), "--reason", "fault lifted", stdout=again)
+    assert again.getvalue().startswith("nothing to do")
+    assert DeadLetter.objects.get(id=letter.id).replay_count == 1
     assert PaymentsInbox.objects.filter(message_id=letter.message_key).count() == 1
+    assert AuditEntry.objects.filter(action="replay_dead_letter", target_id=str(letter.id)).count() == 1
 
-    call_command("sagas", "retry", str(order.saga_id), stdout=io.StringIO())
+    call_command("sagas", "retry", str(order.saga_id), "--reason", "fault lifted", stdout=io.StringIO())
 
     eventually(lambda: wait_ended(order.id).status == "failed", timeout=15, message="the resumed saga to end")
     assert stock(sku) == 5

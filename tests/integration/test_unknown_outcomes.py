@@ -98,7 +98,7 @@ def test_a_lost_database_does_not_use_up_the_steps_own_retries_nor_leak_a_hold_o
         if not letters.exists():
             break
         deaths = {letter.id: letter.death_count for letter in letters}
-        call_command("deadletters", "replay", "--all", stdout=io.StringIO())
+        call_command("deadletters", "replay", "--all", "--reason", "fixed", stdout=io.StringIO())
         eventually(lambda: all(answered_or_archived_again(i, n) for i, n in deaths.items()), timeout=30,
                    message="the replayed dead letters to be handled")
     order.refresh_from_db()
@@ -129,7 +129,7 @@ def test_a_capture_whose_database_write_keeps_failing_is_retried_never_voided_an
         assert charge(order).status == "captured"  # the provider did capture: the money is taken
     # Leaving the block lifts the fault: the payments database takes writes again.
 
-    call_command("sagas", "retry", str(order.saga_id), stdout=io.StringIO())
+    call_command("sagas", "retry", str(order.saga_id), "--reason", "fault lifted", stdout=io.StringIO())
 
     eventually(lambda: Order.objects.get(id=order.id).status == "completed", timeout=30,
                message="the resumed order to complete")
@@ -155,7 +155,7 @@ def test_a_notification_that_always_hits_a_bug_parks_the_order_and_resumes_after
         assert DeadLetter.objects.filter(message_key__in=[str(m) for m in sent],
                                          reason__startswith="bug: InternalError").count() == 5
 
-    call_command("sagas", "retry", str(order.saga_id), stdout=io.StringIO())
+    call_command("sagas", "retry", str(order.saga_id), "--reason", "fault lifted", stdout=io.StringIO())
 
     eventually(lambda: Order.objects.get(id=order.id).status == "completed", timeout=30,
                message="the resumed order to complete")

@@ -66,3 +66,14 @@ def test_when_redis_cannot_be_asked_the_deadline_stands(depth, monkeypatch):
 
 def test_replies_and_unknown_types_have_no_participant_queue(depth):
     assert tasks.participant_backlog()("saga.reply", message_id()) is None
+
+
+def test_a_command_answered_puts_its_deadline_off_though_its_busy_lease_has_not_lapsed(depth):
+    """The worker answered (the reply waits in our own queue, behind the sweep's marker): the
+    participant is not silent, so its deadline is put off, not judged on a `busy` left behind."""
+    held = message_id()
+    with delivery.holding(held):
+        delivery.answered(held)
+    assert delivery.state(held) == delivery.ANSWERED
+    assert tasks.participant_backlog()("payments.authorize", held) == {"participant": "answered"}
+

@@ -3,7 +3,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from contracts import Command
-from workers.inventory.models import Reservation, StockItem
+from workers.inventory.models import Reservation, StockAdjustment, StockItem
 from workers.messaging import BusinessRejection, handles
 
 DB = "inventory"
@@ -56,3 +56,17 @@ def release(cmd: Command):
     reservation.released_at = timezone.now()
     reservation.save(using=DB)
     return cmd.succeed(released=True)
+
+
+@handles("inventory.restock")
+def restock(cmd: Command):
+    """An operator's restock: add the quantity (a sku new to the inventory starts at zero) and
+    record it. Once per message id, like every command (the inbox)."""
+    sku, quantity = cmd.payload["sku"], cmd.payload["quantity"]
+    StockItem.objects.using(DB).get_or_create(sku=sku, defaults={"available": 0})
+    StockItem.objects.using(DB).filter(sku=sku).update(available=F("available") + quantity)
+    available = StockItem.objects.using(DB).get(sku=sku).available
+    StockAdjustment.objects.using(DB).create(message_id=cmd.message_id, sku=sku, quantity=quantity,
+                                             reason=cmd.payload["reason"], operator=cmd.payload["operator"],
+                                             available_after=available)
+    return cmd.succeed(available=available)

@@ -36,6 +36,25 @@ class Reservation(models.Model):
         return f"reservation {self.saga_id} ({self.status})"
 
 
+class StockAdjustment(models.Model):
+    """Stock an operator added (orderhub/console `restock`), one row per restock command."""
+
+    message_id = models.UUIDField(unique=True)
+    sku = models.CharField(max_length=64, db_index=True)
+    quantity = models.IntegerField()
+    reason = models.TextField()
+    operator = models.CharField(max_length=150)
+    available_after = models.PositiveIntegerField()
+    applied_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "inventory_stock_adjustment"
+        ordering = ["-applied_at"]
+
+    def __str__(self):
+        return f"{self.sku} {self.quantity:+d}"
+
+
 class Inbox(InboxMessage):
     class Meta:
         db_table = "inventory_inbox"

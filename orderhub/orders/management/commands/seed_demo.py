@@ -1,11 +1,13 @@
-"""Seed demo data: catalogue with stock, an operator account, a demo client and its token."""
+"""Seed demo data: catalogue with stock, an operator and a viewer account, a demo client and its token."""
 import os
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from rest_framework.authtoken.models import Token
 
+from orderhub.console.roles import OPERATORS, VIEWERS, setup_roles
 from orderhub.orders.models import Product
 from workers.inventory.models import StockItem
 
@@ -32,14 +34,27 @@ class Command(BaseCommand):
         users = get_user_model()
         operator_name = os.environ.get("ORDERHUB_OPERATOR_USER", "operator")
         operator_password = os.environ.get("ORDERHUB_OPERATOR_PASSWORD", "operator-local-only")
+        roles = setup_roles()
+        # The operator acts through the console's permissions (the `operators` group), not as a
+        # superuser: it cannot edit users, tokens or records the console does not act on.
         operator, _ = users.objects.get_or_create(username=operator_name, defaults={"is_staff": True})
-        operator.is_staff = operator.is_superuser = True
+        operator.is_staff, operator.is_superuser = True, False
         operator.set_password(operator_password)
         operator.save()
+        operator.groups.add(Group.objects.get(name=OPERATORS))
+        viewer_name = os.environ.get("ORDERHUB_VIEWER_USER", "viewer")
+        viewer_password = os.environ.get("ORDERHUB_VIEWER_PASSWORD", "viewer-local-only")
+        viewer, _ = users.objects.get_or_create(username=viewer_name, defaults={"is_staff": True})
+        viewer.is_staff, viewer.is_superuser = True, False
+        viewer.set_password(viewer_password)
+        viewer.save()
+        viewer.groups.add(Group.objects.get(name=VIEWERS))
         client, _ = users.objects.get_or_create(username="demo-client")
         token, _ = Token.objects.get_or_create(user=client)
         with open(token_file, "w") as fh:
             fh.write(token.key + "\n")
         self.stdout.write(f"catalogue: {len(CATALOGUE)} products with stock")
-        self.stdout.write(f"operator (Django admin): {operator_name} / {operator_password}")
+        self.stdout.write(f"operator (Django admin, group operators: {roles[OPERATORS]} permissions): "
+                          f"{operator_name} / {operator_password}")
+        self.stdout.write(f"viewer (Django admin, read only): {viewer_name} / {viewer_password}")
         self.stdout.write(f"demo client API token: {token.key}  (also in {token_file})")
