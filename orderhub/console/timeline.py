@@ -11,7 +11,7 @@ from django.urls import NoReverseMatch, reverse
 
 from orderhub.console.models import AuditEntry, Target
 from sagas.engine import REGISTRY
-from sagas.models import SagaEvent, SagaInstance, StepStatus
+from sagas.models import SagaEvent, SagaInstance, SagaStatus, StepStatus
 
 
 @dataclass
@@ -54,6 +54,11 @@ def for_saga(saga_id) -> SagaView:
     definition = REGISTRY.get(saga.saga_type)
     pending = {step.name for step in steps if step.status == StepStatus.PENDING}
     to_come = [spec.name for spec in definition.steps if spec.name in pending] if definition else sorted(pending)
+    if saga.status != SagaStatus.RUNNING:  # compensating, or ended: nothing goes forward any more
+        to_come = []
+    for step in steps:
+        step.took = _took((step.finished_at - step.started_at).total_seconds()) \
+            if step.started_at and step.finished_at else ""
     audit = list(AuditEntry.objects.filter(target_type=Target.SAGA, target_id=str(saga.id))[:100])
     return SagaView(saga=saga, rows=rows_of(saga), steps=steps, to_come=to_come, records=domain_records(saga),
                     audit=audit)

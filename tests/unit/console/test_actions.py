@@ -254,7 +254,7 @@ def test_the_command_line_resolves_and_shows_a_saga_audited_with_the_os_user():
 
     shown = run("sagas", "show", str(scenario.saga_id))
     assert "send inventory.reserve" in shown and "compensate inventory.release" in shown
-    assert "still to come: create_shipment, capture, notify" in shown
+    assert "still to come" not in shown  # resolved: nothing goes forward
     assert "refunded by hand" in shown
     [entry] = audit_rows()
     assert entry.via == "cli" and entry.operator
@@ -273,3 +273,10 @@ def test_the_command_line_counts_a_filtered_replay_first():
     with pytest.raises(CommandError, match="reason is required"):
         run("deadletters", "replay", "--queue", "payments.commands")
     assert DeadLetter.objects.filter(status="archived").count() == 2
+
+
+def test_the_command_line_shows_the_steps_still_to_come_of_a_running_saga():
+    scenario = given(PLACE_ORDER, place_order_context()).expect_command("inventory.reserve").reply_success()
+    shown = run("sagas", "show", str(scenario.saga_id))
+    assert "still to come: create_shipment, capture, notify" in shown
+    assert "reply" in shown and "succeeded" in shown
