@@ -3,23 +3,62 @@
 Celery's task_prerun binds them from the message envelope into structlog's context variables;
 the stdlib formatter below merges those into every record, Django's and Celery's included.
 """
+from collections.abc import Mapping
+
 import structlog
 from celery import signals
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
 
+KEY_ORDER = ["timestamp", "level", "logger", "event", "saga_id", "message_id", "task"]
+
+
 def formatter(renderer: str):
+    """One line per event; an exception's traceback follows its line as text (key=value), or as
+    structured frames under `exception` (JSON)."""
+    if renderer == "json":
+        render = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    else:
+        render = [structlog.processors.format_exc_info, KeyValueWithTraceback()]
     return structlog.stdlib.ProcessorFormatter(
-        processor=structlog.processors.JSONRenderer() if renderer == "json" else structlog.processors.KeyValueRenderer(
-            key_order=["timestamp", "level", "logger", "event", "saga_id", "message_id", "task"], drop_missing=True
-        ),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
+        pass_foreign_args=True,  # for access_fields
         foreign_pre_chain=[
+            access_fields,
             structlog.contextvars.merge_contextvars,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
         ],
     )
+
+
+# gunicorn hands its access log the request's "atoms" as the record's arguments: kept as fields.
+ACCESS_FIELDS = {"m": "method", "U": "path", "q": "query", "s": "status", "M": "duration_ms", "B": "bytes",
+                 "h": "remote"}
+
+
+def access_fields(logger, name, event_dict):
+    args = event_dict.pop("positional_args", None)  # passed for this processor only
+    record = event_dict.get("_record")
+    if record is not None and record.name == "gunicorn.access" and isinstance(args, Mapping):
+        event_dict["event"] = "request"
+        event_dict.update({field: args[atom] for atom, field in ACCESS_FIELDS.items()
+                           if args.get(atom) not in (None, "", "-")})
+    return event_dict
+
+
+class KeyValueWithTraceback:
+    """key=value for the fields, then the traceback as the lines Python prints, so a bug reads the
+    way it would in a terminal (and `grep -A` finds it under its saga and message ids)."""
+
+    def __init__(self):
+        self._fields = structlog.processors.KeyValueRenderer(key_order=KEY_ORDER, drop_missing=True)
+
+    def __call__(self, logger, name, event_dict):
+        traceback = event_dict.pop("exception", None)
+        line = self._fields(logger, name, event_dict)
+        return f"{line}\n{traceback.rstrip()}" if traceback else line
 
 
 @signals.task_prerun.connect

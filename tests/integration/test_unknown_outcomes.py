@@ -154,6 +154,12 @@ def test_a_notification_that_always_hits_a_bug_parks_the_order_and_resumes_after
                    timeout=15, message="one dead letter per attempt")
         assert DeadLetter.objects.filter(message_key__in=[str(m) for m in sent],
                                          reason__startswith="bug: InternalError").count() == 5
+        # The worker's log shows the bug's full traceback, as text, under the message's ids.
+        log = (live.log_dir / "notifications-1.log").read_text(errors="replace")
+        with_traceback = [entry for entry in log.split("\ntimestamp=")
+                          if any(str(m) in entry for m in sent) and "\nTraceback (most recent call last):\n" in entry]
+        assert with_traceback, "no traceback logged for the failing notification"
+        assert "InternalError" in with_traceback[-1].rstrip().splitlines()[-1]
 
     call_command("sagas", "retry", str(order.saga_id), "--reason", "fault lifted", stdout=io.StringIO())
 
