@@ -1,10 +1,21 @@
-"""Health endpoint: is each dependency (every database, the broker, the cache) reachable?
+"""Health endpoints.
+
+- `/health/live/`: the process answers (no dependency is asked). For a liveness probe.
+- `/health/` and `/health/ready/`: is each dependency (every database, the broker, the cache)
+  reachable? 503 when one is not: this process cannot serve. Beside them, what the rest of the
+  system looks like from here, as warnings that do not fail the check (beat's last tick, the
+  outbox's oldest unpublished row, whether the dead-letter archiver consumes every DLQ): a silent
+  beat is worth an alert, not a restart of the API.
 
 Every check runs at once, each in its own thread, and the answer never waits more than
 CHECK_BUDGET seconds: a check still running then is reported as timed out. A broker under a
 memory or disk alarm accepts connections but blocks every publisher, so the broker check also
-asks RabbitMQ's management API for alarms and names the broker `blocked`."""
+asks RabbitMQ's management API for alarms and names the broker `blocked`. What went wrong is
+named by kind to everyone; the exception's own text (hosts, users) only to staff."""
+import logging
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -12,12 +23,25 @@ from django.core.cache import cache
 from django.db import connections
 from django.http import JsonResponse
 
+log = logging.getLogger(__name__)
+
 CHECK_BUDGET = 2.5
-_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="health")
+BEAT_SILENT_AFTER = 10.0  # seconds without a tick
+OUTBOX_LAG_AFTER = 30.0  # seconds an outbox row may wait unpublished
+LAST_TICK_KEY = "beat:last_tick"
+_pool = ThreadPoolExecutor(max_workers=12, thread_name_prefix="health")
 
 
 class Blocked(Exception):
     pass
+
+
+def note_tick():
+    """Beat's tick reached the orchestrator (sagas/tasks.py): remember when."""
+    try:
+        cache.set(LAST_TICK_KEY, time.time(), timeout=None)
+    except Exception as exc:
+        log.warning("could not note beat's tick: %r", exc)
 
 
 def _check_databases():
@@ -29,12 +53,16 @@ def _check_databases():
         connections.close_all()  # this thread's own connections
 
 
+def _management(path):
+    return requests.get(f"{settings.RABBITMQ_MANAGEMENT_URL.rstrip('/')}/{path}", timeout=2)
+
+
 def _check_broker():
     from orderhub.celery import app
 
     with app.connection_for_read() as connection:
         connection.ensure_connection(max_retries=1, timeout=2)
-    response = requests.get(f"{settings.RABBITMQ_MANAGEMENT_URL.rstrip('/')}/health/checks/alarms", timeout=2)
+    response = _management("health/checks/alarms")
     if response.status_code != 200:
         try:
             reason = response.json().get("reason") or response.text
@@ -52,22 +80,93 @@ def _check_cache():
 CHECKS = {"database": _check_databases, "broker": _check_broker, "cache": _check_cache}
 
 
-def _describe(exc):
+# --- the rest of the system, as seen from here --------------------------------------------------
+def _beat_last_tick_age():
+    last = cache.get(LAST_TICK_KEY)
+    return None if last is None else round(max(0.0, time.time() - float(last)), 1)
+
+
+def _outbox_lag():
+    from django.utils import timezone
+
+    from sagas.models import OutboxMessage
+
+    try:
+        oldest = (OutboxMessage.objects.filter(published_at__isnull=True).order_by("created_at")
+                  .values_list("created_at", flat=True).first())
+        return 0.0 if oldest is None else round((timezone.now() - oldest).total_seconds(), 1)
+    finally:
+        connections.close_all()
+
+
+def _dlq_consumers() -> dict[str, int]:
+    """Consumers of every dead-letter queue of our vhost (the archiver consumes them all)."""
+    from kombu import Connection
+
+    from orderhub import topology
+
+    vhost = Connection(settings.BROKER_URL).virtual_host or "/"
+    response = _management(f"queues/{quote(vhost, safe='')}?columns=name,consumers")
+    response.raise_for_status()
+    consumers = {queue["name"]: queue.get("consumers", 0) for queue in response.json()}
+    return {name: consumers.get(name, 0) for name in (topology.dlq_name(q) for q in topology.DEAD_LETTERED)}
+
+
+SYSTEM = {"beat_last_tick_age_s": _beat_last_tick_age, "outbox_oldest_unpublished_age_s": _outbox_lag,
+          "dlq_consumers": _dlq_consumers}
+
+
+def _warnings(system) -> list[str]:
+    found = []
+    tick = system.get("beat_last_tick_age_s")
+    if tick is None:
+        found.append("beat: no tick seen (is beat running, and an orchestrator?)")
+    elif isinstance(tick, (int, float)) and tick > BEAT_SILENT_AFTER:
+        found.append(f"beat: silent for {tick:.0f} s")
+    lag = system.get("outbox_oldest_unpublished_age_s")
+    if isinstance(lag, (int, float)) and lag > OUTBOX_LAG_AFTER:
+        found.append(f"outbox: a row has waited {lag:.0f} s to be published")
+    consumers = system.get("dlq_consumers")
+    if isinstance(consumers, dict):
+        idle = sorted(name for name, count in consumers.items() if not count)
+        if idle:
+            found.append(f"archiver: nobody consumes {', '.join(idle)}")
+    for name, value in system.items():
+        if isinstance(value, str) and value.startswith("error"):
+            found.append(f"{name}: {value}")
+    return found
+
+
+def _describe(exc, detailed):
     if isinstance(exc, Blocked):
         return f"blocked: {exc}"
-    return f"error: {exc.__class__.__name__}: {exc}"
+    return f"error: {exc.__class__.__name__}: {exc}" if detailed else f"error: {exc.__class__.__name__}"
 
 
-def health(request):
-    futures = {name: _pool.submit(check) for name, check in CHECKS.items()}
-    wait(futures.values(), timeout=CHECK_BUDGET)
+def _results(futures, detailed):
     results = {}
     for name, future in futures.items():
         if not future.done():
             results[name] = f"error: no answer within {CHECK_BUDGET} s"
         elif future.exception() is not None:
-            results[name] = _describe(future.exception())
+            results[name] = _describe(future.exception(), detailed)
         else:
-            results[name] = "ok"
+            results[name] = future.result()
+    return results
+
+
+def health(request):
+    detailed = bool(getattr(request, "user", None) and request.user.is_authenticated and request.user.is_staff)
+    checks = {name: _pool.submit(lambda c=check: c() or "ok") for name, check in CHECKS.items()}
+    system = {name: _pool.submit(probe) for name, probe in SYSTEM.items()}
+    wait([*checks.values(), *system.values()], timeout=CHECK_BUDGET)
+    results, seen = _results(checks, detailed), _results(system, detailed)
+    warnings = _warnings(seen)
     healthy = all(v == "ok" for v in results.values())
-    return JsonResponse({"status": "ok" if healthy else "degraded", "checks": results}, status=200 if healthy else 503)
+    status = "degraded" if not healthy else ("warning" if warnings else "ok")
+    return JsonResponse({"status": status, "checks": results, "system": seen, "warnings": warnings},
+                        status=200 if healthy else 503)
+
+
+def live(request):
+    return JsonResponse({"status": "alive"})

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from orderhub.health import health
+from orderhub.health import health, live
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -10,4 +10,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("health/", health, name="health"),
+    path("health/ready/", health, name="health-ready"),
+    path("health/live/", live, name="health-live"),
 ]

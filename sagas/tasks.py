@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from contracts import MalformedMessage, Reply
 from orderhub.deadletters.reasons import note_reason
-from orderhub import bus, delivery, topology
+from orderhub import bus, delivery, health, topology
 from orderhub.topology import DEADLINES_DUE_TYPE, REPLY_TYPE
 from sagas import engine, outbox
 
@@ -58,6 +58,7 @@ def sweep_deadlines():
     """Beat's tick does not sweep: it queues a marker into saga.replies, behind every reply already
     waiting there, and the sweep runs when the marker comes out (`deadlines_due`). So a reply held
     up in our own queue is applied before its deadline is judged."""
+    health.note_tick()
     try:
         bus.publish(DEADLINES_DUE_TYPE, {"queued_at": timezone.now().isoformat()}, message_id=str(uuid.uuid4()),
                     routing_key=REPLY_TYPE)

@@ -57,3 +57,15 @@ def test_health_reports_every_dependency(client):
 
     assert response.status_code == 200, response.content
     assert response.json()["checks"] == {"database": "ok", "broker": "ok", "cache": "ok"}
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_health_sees_beat_ticking_and_the_archiver_consuming_every_dead_letter_queue(live, client):
+    def healthy():
+        body = client.get("/health/ready/").json()
+        return body if body["status"] == "ok" else None
+
+    body = eventually(healthy, timeout=20, message="health without warnings")
+    assert body["system"]["beat_last_tick_age_s"] < 10
+    assert body["system"]["dlq_consumers"] and all(body["system"]["dlq_consumers"].values())
+    assert client.get("/health/live/").status_code == 200

@@ -1,0 +1,74 @@
+"""The health endpoints (orderhub/health.py) against the real databases, broker and Redis."""
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from orderhub import health
+from sagas.models import OutboxMessage
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+@pytest.fixture
+def archiver_consuming(monkeypatch):
+    """As if the archiver consumed every DLQ (whether one runs depends on the test session)."""
+    monkeypatch.setitem(health.SYSTEM, "dlq_consumers", lambda: {"payments.commands.dlq": 1})
+
+
+def test_liveness_asks_no_dependency(client, monkeypatch):
+    monkeypatch.setitem(health.CHECKS, "database", lambda: (_ for _ in ()).throw(RuntimeError("down")))
+    assert client.get("/health/live/").json() == {"status": "alive"}
+
+
+def test_readiness_is_ok_with_a_fresh_tick_and_no_lag(client, archiver_consuming):
+    health.note_tick()
+    answer = client.get("/health/ready/")
+    assert answer.status_code == 200, answer.content
+    body = answer.json()
+    assert body["status"] == "ok" and body["warnings"] == []
+    assert body["checks"] == {"database": "ok", "broker": "ok", "cache": "ok"}
+    assert body["system"]["beat_last_tick_age_s"] < 5 and body["system"]["outbox_oldest_unpublished_age_s"] == 0
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")  # the probe reads from a thread of its own
+def test_a_silent_beat_and_a_lagging_outbox_are_warnings_not_failures(client, archiver_consuming):
+    from django.core.cache import cache
+
+    cache.set(health.LAST_TICK_KEY, time.time() - 60, timeout=None)
+    row = OutboxMessage.objects.create(id=uuid.uuid4(), message_type="inventory.reserve", saga_id=uuid.uuid4(),
+                                       body={})
+    OutboxMessage.objects.filter(id=row.id).update(created_at=timezone.now() - timedelta(seconds=90))
+
+    answer = client.get("/health/")
+    body = answer.json()
+    assert answer.status_code == 200 and body["status"] == "warning"
+    assert any(w.startswith("beat: silent for 6") for w in body["warnings"]), body
+    assert any(w.startswith("outbox: a row has waited 9") for w in body["warnings"]), body
+
+
+def test_an_idle_dead_letter_queue_names_the_archiver(client, monkeypatch):
+    health.note_tick()
+    monkeypatch.setitem(health.SYSTEM, "dlq_consumers", lambda: {"payments.commands.dlq": 0, "saga.replies.dlq": 1})
+    assert "archiver: nobody consumes payments.commands.dlq" in client.get("/health/").json()["warnings"]
+
+
+def test_the_dead_letter_queues_are_read_from_rabbitmq():
+    consumers = health._dlq_consumers()
+    assert "payments.commands.dlq" in consumers and all(isinstance(n, int) for n in consumers.values())
+
+
+def test_an_anonymous_caller_never_sees_an_exceptions_text(client, monkeypatch, archiver_consuming):
+    def leaky():
+        raise RuntimeError("could not connect to db.internal:5432 as user orderhub_admin")
+
+    monkeypatch.setitem(health.CHECKS, "cache", leaky)
+    anonymous = client.get("/health/")
+    assert anonymous.status_code == 503 and anonymous.json()["checks"]["cache"] == "error: RuntimeError"
+    assert b"db.internal" not in anonymous.content and b"orderhub_admin" not in anonymous.content
+
+    client.force_login(User.objects.create(username="ops", is_staff=True))
+    assert "db.internal" in client.get("/health/").json()["checks"]["cache"]
