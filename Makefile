@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_VHOST := orderhub_test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test demo chaos bench soak venv services browser databases topology clean unit integration
+.PHONY: run test demo chaos bench soak venv services tools databases topology clean unit integration
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,10 @@ venv: $(BIN)/.installed
 services:
 	./scripts/ensure-services.sh $(TEST_VHOST)
 
-# Debian's chromium for the browser test of the operator's console (apt, once; Playwright uses it).
-browser:
-	./scripts/install-browser.sh
+# Debian packages the suite uses (apt, once): chromium for the console's browser test (Playwright
+# drives it), prometheus for promtool (the alert rules' checks).
+tools:
+	./scripts/install-test-tools.sh
 
 databases: venv services
 	$(BIN)/python manage.py setup_databases
@@ -45,7 +46,7 @@ run: databases
 
 # The suite runs against its own RabbitMQ vhost and Redis database, and pytest-django's own
 # test_* databases, so it never touches a running `make run`.
-test: venv services browser
+test: venv services tools
 	ORDERHUB_BROKER_URL=$${ORDERHUB_TEST_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672/$(TEST_VHOST)} \
 	ORDERHUB_REDIS_URL=$${ORDERHUB_TEST_REDIS_URL:-redis://127.0.0.1:6379/1} \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

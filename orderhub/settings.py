@@ -171,3 +171,6 @@ LOGGING = {
 # most this many in one admin request (the rest: run it again).
 REPLAY_RATE = env.float("ORDERHUB_REPLAY_RATE", default=20.0)
 REPLAY_MAX_PER_REQUEST = env.int("ORDERHUB_REPLAY_MAX_PER_REQUEST", default=100)
+
+# GET /metrics (orderhub/metrics.py): when set, Prometheus must send `Authorization: Bearer <token>`.
+METRICS_TOKEN = env("ORDERHUB_METRICS_TOKEN", default="")

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from orderhub.health import health, live
+from orderhub.metrics import metrics
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -12,4 +13,5 @@ urlpatterns = [
     path("health/", health, name="health"),
     path("health/ready/", health, name="health-ready"),
     path("health/live/", live, name="health-live"),
+    path("metrics", metrics, name="metrics"),
 ]

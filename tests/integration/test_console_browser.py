@@ -1,5 +1,5 @@
 """The operator's console in a real browser (Playwright driving Debian's chromium, installed by
-scripts/install-browser.sh; nothing is downloaded): against a real gunicorn, workers, RabbitMQ
+scripts/install-test-tools.sh; nothing is downloaded): against a real gunicorn, workers, RabbitMQ
 and PostgreSQL. Screenshots go to var/screenshots/."""
 import os
 import re
@@ -31,7 +31,7 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in r
 @pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: scripts/install-browser.sh installs it (make test runs it)")
+        pytest.fail(f"{CHROMIUM} is missing: scripts/install-test-tools.sh installs it (make test runs it)")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
                                              args=["--disable-dev-shm-usage"])

@@ -1,0 +1,150 @@
+"""Prometheus metrics read at scrape time (`GET /metrics`): the state of the whole system as the
+databases, Redis and RabbitMQ hold it, so any one API process can answer for all of it.
+
+- orders by status and failure reason, sagas by type and status;
+- the outbox: rows unpublished, the age of the oldest;
+- beat: seconds since the orchestrator saw its last tick;
+- every queue of the topology (dead-letter queues included): messages ready and consumers;
+- the dead-letter archive by queue and status;
+- counters kept in Redis: admission refusals, parked dead letters, malformed ticks.
+
+Labels are bounded (statuses, reasons, saga types, queue names): never an id. A part that cannot
+be read (a database down) is left out and counted in `orderhub_scrape_errors{part}`; the rest is
+still served. `ORDERHUB_METRICS_TOKEN`, when set, is required as `Authorization: Bearer <token>`.
+The process's own metrics (prometheus_client's default registry) follow.
+"""
+import logging
+import time
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db.models import Count, Min
+from django.http import HttpResponse
+from django.utils import timezone
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+log = logging.getLogger(__name__)
+
+
+class SystemCollector:
+    def collect(self):
+        errors = GaugeMetricFamily("orderhub_scrape_errors", "Parts of this scrape that could not be read",
+                                   labels=["part"])
+        for part, read in [("orders", _orders), ("sagas", _sagas), ("outbox", _outbox), ("beat", _beat),
+                           ("queues", _queues), ("dead_letters", _dead_letters), ("counters", _counters)]:
+            try:
+                yield from list(read())
+            except Exception as exc:
+                log.warning("metrics: could not read %s: %r", part, exc)
+                errors.add_metric([part], 1)
+        yield errors
+
+
+def _orders():
+    from orderhub.orders.models import Order
+
+    family = GaugeMetricFamily("orderhub_orders", "Orders by status and failure reason",
+                               labels=["status", "failure_reason"])
+    for status, reason, n in (Order.objects.values_list("status", "failure_reason")
+                              .annotate(n=Count("id")).order_by()):
+        family.add_metric([status, reason or ""], n)
+    yield family
+
+
+def _sagas():
+    from sagas.models import SagaInstance
+
+    family = GaugeMetricFamily("orderhub_sagas", "Sagas by type and status", labels=["saga_type", "status"])
+    for saga_type, status, n in SagaInstance.objects.values_list("saga_type", "status").annotate(n=Count("id")).order_by():
+        family.add_metric([saga_type, status], n)
+    yield family
+
+
+def _outbox():
+    from sagas.models import OutboxMessage
+
+    waiting = OutboxMessage.objects.filter(published_at__isnull=True).aggregate(n=Count("id"), oldest=Min("created_at"))
+    yield GaugeMetricFamily("orderhub_outbox_unpublished", "Outbox rows not yet published", value=waiting["n"])
+    age = (timezone.now() - waiting["oldest"]).total_seconds() if waiting["oldest"] else 0.0
+    yield GaugeMetricFamily("orderhub_outbox_oldest_unpublished_age_seconds",
+                            "Age of the oldest unpublished outbox row (0 when none)", value=age)
+
+
+def _beat():
+    from orderhub import health
+
+    age = health._beat_last_tick_age()
+    if age is not None:  # never seen: the series is absent (the alert rule says so)
+        yield GaugeMetricFamily("orderhub_beat_last_tick_age_seconds",
+                                "Seconds since the orchestrator saw beat's last tick", value=age)
+
+
+def _queues():
+    import requests
+    from kombu import Connection
+
+    from orderhub import topology
+
+    vhost = Connection(settings.BROKER_URL).virtual_host or "/"
+    response = requests.get(f"{settings.RABBITMQ_MANAGEMENT_URL.rstrip('/')}/queues/{quote(vhost, safe='')}"
+                            "?columns=name,messages_ready,messages_unacknowledged,consumers", timeout=2)
+    response.raise_for_status()
+    ours = set(topology.QUEUE_BINDINGS) | {topology.dlq_name(q) for q in topology.DEAD_LETTERED} | {
+        topology.PARKING_QUEUE}
+    ready = GaugeMetricFamily("orderhub_queue_messages_ready", "Messages waiting in a queue", labels=["queue"])
+    unacked = GaugeMetricFamily("orderhub_queue_messages_unacked", "Messages delivered, not yet acked",
+                                labels=["queue"])
+    consumers = GaugeMetricFamily("orderhub_queue_consumers", "Consumers of a queue", labels=["queue"])
+    for queue in response.json():
+        if queue["name"] in ours:
+            ready.add_metric([queue["name"]], queue.get("messages_ready", 0))
+            unacked.add_metric([queue["name"]], queue.get("messages_unacknowledged", 0))
+            consumers.add_metric([queue["name"]], queue.get("consumers", 0))
+    yield from (ready, unacked, consumers)
+
+
+def _dead_letters():
+    from orderhub.deadletters.models import DeadLetter
+
+    family = GaugeMetricFamily("orderhub_dead_letters", "The dead-letter archive by original queue and status",
+                               labels=["queue", "status"])
+    from orderhub import topology
+
+    known, counts = set(topology.QUEUE_BINDINGS), {}
+    for queue, status, n in DeadLetter.objects.values_list("queue", "status").annotate(n=Count("id")).order_by():
+        key = (queue if queue in known else "other", status)  # a forged x-death must not mint labels
+        counts[key] = counts.get(key, 0) + n
+    for labels, n in sorted(counts.items()):
+        family.add_metric(list(labels), n)
+    yield family
+
+
+def _counters():
+    from orderhub import counters
+    from orderhub.celery_consumer import MALFORMED_TICKS_KEY
+    from orderhub.deadletters.reasons import PARKED_COUNT_KEY
+    from orderhub.orders.admission import REFUSED_KEY
+
+    for name, key, text in [
+        ("orderhub_admission_refused", REFUSED_KEY, "Orders refused at the door (503 overloaded)"),
+        ("orderhub_dead_letters_parked", PARKED_COUNT_KEY, "Dead letters the archive could not store"),
+        ("orderhub_ticks_malformed", MALFORMED_TICKS_KEY, "Malformed ticks dropped"),
+    ]:
+        yield CounterMetricFamily(name, text, value=counters.read(key))
+
+
+_system = CollectorRegistry(auto_describe=False)
+_system.register(SystemCollector())
+
+
+def metrics(request):
+    token = getattr(settings, "METRICS_TOKEN", "")
+    if token and request.headers.get("Authorization") != f"Bearer {token}":
+        return HttpResponse("metrics need Authorization: Bearer <ORDERHUB_METRICS_TOKEN>\n", status=401,
+                            content_type="text/plain")
+    started = time.monotonic()
+    body = generate_latest(_system) + generate_latest(REGISTRY)
+    log.debug("metrics scraped in %.3f s", time.monotonic() - started)
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

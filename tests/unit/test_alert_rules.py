@@ -1,0 +1,43 @@
+"""The Prometheus alert rules (deploy/prometheus/alerts.yml), checked by Debian's promtool (make test
+installs it: scripts/install-test-tools.sh), and their names against what /metrics serves."""
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.support.cluster import ROOT
+
+RULES = ROOT / "deploy" / "prometheus"
+PROMTOOL = shutil.which("promtool")
+
+
+def promtool(*args):
+    if PROMTOOL is None:
+        pytest.fail("promtool is missing: scripts/install-test-tools.sh installs it (make test runs it)")
+    return subprocess.run([PROMTOOL, *args], cwd=RULES, capture_output=True, text=True, timeout=60)
+
+
+def test_the_rules_are_valid():
+    result = promtool("check", "rules", "alerts.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_rules_fire_when_they_should_and_not_before():
+    result = promtool("test", "rules", "alerts_test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_scrape_config_is_valid():
+    result = promtool("check", "config", "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_metric_a_rule_reads_is_one_we_serve():
+    source = (ROOT / "orderhub" / "metrics.py").read_text()
+    served = set(re.findall(r'"(orderhub_[a-z_]+)"', source))
+    rules = yaml.safe_load((RULES / "alerts.yml").read_text())
+    for rule in rules["groups"][0]["rules"]:
+        for name in re.findall(r"\borderhub_[a-z_]+", rule["expr"]):
+            assert name in served, f"{rule['alert']} reads {name}, which /metrics does not serve"
