@@ -1,5 +1,6 @@
 """What operators rely on: Flower (authenticated, listing every worker) and the health endpoint."""
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -69,3 +70,34 @@ def test_health_sees_beat_ticking_and_the_archiver_consuming_every_dead_letter_q
     assert body["system"]["beat_last_tick_age_s"] < 10
     assert body["system"]["dlq_consumers"] and all(body["system"]["dlq_consumers"].values())
     assert client.get("/health/live/").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_with_beat_stopped_its_alert_expression_becomes_true_and_clears_when_it_is_back(live, client):
+    """The BeatSilent rule's threshold (deploy/prometheus/alerts.yml) against what /metrics serves
+    while beat is stopped, then started again."""
+    import re
+
+    import yaml
+    from prometheus_client.parser import text_string_to_metric_families
+
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+    expr = next(rule["expr"] for rule in rules if rule["alert"] == "BeatSilent")
+    threshold = float(re.search(r"orderhub_beat_last_tick_age_seconds > ([0-9.]+)", expr).group(1))
+
+    def tick_age():
+        for family in text_string_to_metric_families(client.get("/metrics").content.decode()):
+            if family.name == "orderhub_beat_last_tick_age_seconds":
+                return family.samples[0].value
+        return None
+
+    eventually(lambda: (age := tick_age()) is not None and age < threshold, timeout=20,
+                      message="beat ticking")
+    live.kill("beat-1", signal.SIGTERM)
+    try:
+        eventually(lambda: (tick_age() or 0) > threshold, timeout=threshold + 20, interval=0.5,
+                   message=f"the tick age past {threshold} s with beat stopped")
+    finally:
+        live.start("beat")
+    eventually(lambda: (age := tick_age()) is not None and age < threshold, timeout=30, interval=0.5,
+               message="the alert expression false again once beat is back")
