@@ -41,3 +41,37 @@ def test_every_metric_a_rule_reads_is_one_we_serve():
     for rule in rules["groups"][0]["rules"]:
         for name in re.findall(r"\borderhub_[a-z_]+", rule["expr"]):
             assert name in served, f"{rule['alert']} reads {name}, which /metrics does not serve"
+
+
+def test_the_compose_scrape_config_is_valid():
+    result = promtool("check", "config", "prometheus.compose.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboard_reads_only_metrics_we_serve_and_has_the_panels_asked_for():
+    import json
+
+    source = (ROOT / "orderhub" / "metrics.py").read_text()
+    served = set(re.findall(r'"(orderhub_[a-z_]+)"', source))
+    served |= {name + "_total" for name in served}  # counters are exposed with _total
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "orderhub.json").read_text())
+    titles = " | ".join(panel["title"] for panel in dashboard["panels"]).lower()
+    for wanted in ("by outcome", "backlog", "dead letters"):
+        assert wanted in titles, f"no panel for {wanted}"
+    uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
+    provisioned = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml")
+                                 .read_text())
+    assert uids == {source["uid"] for source in provisioned["datasources"]}
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"\borderhub_[a-z_]+", target["expr"]):
+                assert name in served, f"panel {panel['title']!r} reads {name}, which /metrics does not serve"
+
+
+def test_the_observability_profile_mounts_what_exists():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name in ("prometheus", "grafana"):
+        assert compose[name]["profiles"] == ["observability"]
+        for volume in compose[name]["volumes"]:
+            source = volume.split(":")[0]
+            assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
