@@ -101,3 +101,30 @@ def test_with_beat_stopped_its_alert_expression_becomes_true_and_clears_when_it_
         live.start("beat")
     eventually(lambda: (age := tick_age()) is not None and age < threshold, timeout=30, interval=0.5,
                message="the alert expression false again once beat is back")
+
+
+def test_the_healthchecks_pass_for_the_running_processes(live):
+    from django.core.management import call_command
+
+    for args in (["worker", "orchestrator-1"], ["worker", "payments-1"], ["beat"], ["archiver"]):
+        def passes(args=args):
+            try:
+                call_command("healthcheck", *args)
+            except SystemExit as exc:
+                return exc.code == 0
+            return True
+
+        eventually(passes, timeout=20, interval=0.5, message=f"healthcheck {' '.join(args)}")
+
+
+def test_flowers_healthcheck_needs_no_password(flower):
+    from django.core.management import call_command
+
+    def passes():
+        try:
+            call_command("healthcheck", "flower", flower, "--timeout", "2")
+        except SystemExit as exc:
+            return exc.code == 0
+        return True
+
+    eventually(passes, timeout=30, interval=0.5, message="flower's healthcheck once it is up")

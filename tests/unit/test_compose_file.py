@@ -119,3 +119,13 @@ def test_flower_requires_basic_auth_and_uses_the_management_api():
 def test_two_orchestrators_run_by_default_as_make_run_starts_them():
     assert SERVICES["orchestrator"]["deploy"]["replicas"] == 2
     assert "CONCURRENCY ?= orchestrator=2,payments=2" in (ROOT / "Makefile").read_text()
+
+
+def test_every_process_has_a_healthcheck_that_names_it():
+    for name in APP_SERVICES:
+        check = SERVICES[name].get("healthcheck")
+        assert check and check.get("test"), f"{name} has no healthcheck"
+        argv = _argv(check["test"][1:] if check["test"][0] in ("CMD", "CMD-SHELL") else check["test"])
+        if name in WORKERS:
+            node = _option(_argv(SERVICES[name]["command"]), "-n").split("@")[0]
+            assert argv[-3:] == ["healthcheck", "worker", node], (name, argv)
