@@ -42,7 +42,7 @@ run: databases
 	@echo "  Flower        http://127.0.0.1:5555/       (user $${ORDERHUB_FLOWER_USER:-operator}, password $${ORDERHUB_FLOWER_PASSWORD:-operator-local-only})"
 	@echo "  make demo     places a mixed batch of orders against it"
 	@echo ""
-	$(BIN)/honcho start -c $(CONCURRENCY)
+	ORDERHUB_METRICS_PORT=$${ORDERHUB_METRICS_PORT:-auto} $(BIN)/honcho start -c $(CONCURRENCY)
 
 # The suite runs against its own RabbitMQ vhost and Redis database, and pytest-django's own
 # test_* databases, so it never touches a running `make run`.

@@ -51,3 +51,15 @@ def publish_what_is_held_before_stopping(sender=None, **kwargs):
         import logging
 
         logging.getLogger(__name__).warning("outbox rows still unpublished at shutdown; the relay will publish them")
+
+
+@signals.worker_init.connect
+def serve_process_metrics(sender=None, **kwargs):
+    from orderhub import process_metrics
+
+    try:
+        process_metrics.serve_if_asked()
+    except OSError as exc:  # the port is taken: the worker works on, without its endpoint
+        import logging
+
+        logging.getLogger(__name__).warning("metrics endpoint not started: %r", exc)

@@ -159,7 +159,19 @@ def reply_apply(reply: Reply) -> str:
         if outcome == "applied":
             saga.version += 1
             saga.save()
+        transaction.on_commit(lambda: _count_reply(saga, reply, outcome))
         return outcome
+
+
+def _count_reply(saga, reply, outcome):
+    from orderhub import process_metrics
+
+    process_metrics.REPLIES.labels(outcome).inc()
+    step = next((s for s in saga._steps.values() if s.name == reply.step), None)
+    if outcome == "applied" and step is not None and step.started_at and step.finished_at and step.status in (
+            StepStatus.SUCCEEDED, StepStatus.FAILED):
+        process_metrics.STEP_SECONDS.labels(step.name, step.status).observe(
+            max(0.0, (step.finished_at - step.started_at).total_seconds()))
 
 
 def _apply(saga, reply) -> str:

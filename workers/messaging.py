@@ -13,7 +13,7 @@ import uuid
 from typing import Callable, NoReturn
 
 from celery import shared_task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 from django.apps import apps
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, models, transaction
@@ -21,7 +21,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from contracts import Command, MalformedMessage, Reply, Retry
 from contracts.envelope import HANDLER_ERROR, INFRASTRUCTURE_UNAVAILABLE, RETRIES_EXHAUSTED, is_one_way
-from orderhub import delivery
+from orderhub import delivery, process_metrics
 from orderhub.bus import publish
 from orderhub.deadletters.reasons import note_reason
 from orderhub.topology import REPLY_TYPE
@@ -189,8 +189,16 @@ def run_command(task, body, retried=None):
     except MalformedMessage as exc:
         dead_letter(task.request.id, f"malformed: {exc}")
     counts = _counts(retried)
-    with delivery.holding(command.message_id):
-        return _run(task, command, counts)
+    outcome = "error"
+    try:
+        with delivery.holding(command.message_id):
+            outcome = _run(task, command, counts)
+            return outcome
+    except Retry:
+        outcome = "retry"
+        raise
+    finally:
+        process_metrics.COMMANDS.labels(command.type, outcome).inc()
 
 
 def _run(task, command, counts):
@@ -229,6 +237,7 @@ def _retry(task, command, exc, counts, kind, policy):
         log.warning("%s failure, retry %d/%d in %.2fs: %s: %s", kind, so_far + 1, policy.attempts - 1, delay,
                     error, exc)
         delivery.retrying(command.message_id, delay)
+        process_metrics.RETRIES.labels(command.type, kind).inc()
         raise task.retry(args=[command.to_dict()], kwargs={"retried": counts | {kind: so_far + 1}},
                          countdown=delay, exc=exc)
 

@@ -1,0 +1,31 @@
+"""Each process's own Prometheus metrics (prometheus_client's default registry): what it did, as
+counters and histograms. Served by the process itself on ORDERHUB_METRICS_PORT when that is set
+(Celery workers, on start: orderhub/celery.py); `make run` gives each process the port honcho
+assigns it (Procfile), docker-compose 9100 in each container. The API serves its own with the
+system's at /metrics (orderhub/metrics.py). Labels are bounded: outcomes, step names, message
+types, kinds of retry."""
+import logging
+import os
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+log = logging.getLogger(__name__)
+
+REPLIES = Counter("orderhub_replies", "Replies the orchestrator handled, by what they did", ["outcome"])
+STEP_SECONDS = Histogram("orderhub_step_seconds", "From a step's first command to its end, by step and outcome",
+                         ["step", "outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+COMMANDS = Counter("orderhub_commands", "Commands a domain worker handled, by type and outcome", ["type", "outcome"])
+RETRIES = Counter("orderhub_retries", "Commands put back for a retry, by type and kind (transient, infrastructure)",
+                  ["type", "kind"])
+
+
+def serve_if_asked() -> int | None:
+    """Start this process's metrics endpoint on ORDERHUB_METRICS_PORT (unset or 0: none)."""
+    wanted = os.environ.get("ORDERHUB_METRICS_PORT") or "0"
+    # "auto": the port honcho gives each process of `make run` (PORT), so no two collide.
+    port = int(os.environ.get("PORT") or 0) if wanted == "auto" else int(wanted)
+    if not port:
+        return None
+    start_http_server(port, addr=os.environ.get("ORDERHUB_METRICS_ADDR", "127.0.0.1"))
+    log.info("metrics served on port %d", port)
+    return port

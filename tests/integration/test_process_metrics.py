@@ -1,0 +1,80 @@
+"""Each worker's own metrics (orderhub/process_metrics.py), scraped from real processes while
+orders flow: counters and histograms move, with bounded labels."""
+import re
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import eventually
+from tests.integration.api_process import free_port
+from tests.integration.conftest import LOG_DIR
+from tests.integration.helpers import api_client, place, product, wait_ended
+from tests.support.cluster import Cluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, databases="__all__")]
+
+STEPS = {"reserve_stock", "authorize", "create_shipment", "capture", "notify"}
+OUTCOMES = {"applied", "late", "stale", "unknown", "succeeded", "failed", "in_flight", "retry", "error"}
+
+
+def samples(port, name):
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.name == name]
+
+
+def total(port, name, **labels):
+    return sum(s.value for s in samples(port, name) if all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+@pytest.fixture
+def measured(live):
+    """A second orchestrator and inventory worker, each serving its metrics on a port of its own."""
+    ports = {"orchestrator": free_port(), "inventory": free_port()}
+    extra = {name: Cluster(live.env | {"ORDERHUB_METRICS_PORT": str(port)}, LOG_DIR) for name, port in ports.items()}
+    for name, cluster in extra.items():
+        cluster.start(name, index=7)
+
+    def up(port):
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).ok
+        except requests.ConnectionError:
+            return False
+
+    for port in ports.values():
+        eventually(lambda port=port: up(port), timeout=30, message=f"metrics on port {port}")
+    yield ports
+    for cluster in extra.values():
+        cluster.stop_all()
+
+
+def test_counters_and_histograms_move_while_orders_flow(measured):
+    sku = product(stock=50)
+    client = api_client()
+    orders = []
+    # Replies and commands are shared between these processes and the suite's own; order until
+    # both of ours have done some of the work.
+    for _ in range(40):
+        orders.append(place(client, sku=sku, token="tok_ok")["id"])
+        wait_ended(orders[-1], timeout=20)
+        if total(measured["orchestrator"], "orderhub_replies_total", outcome="applied") and total(
+                measured["inventory"], "orderhub_commands_total", type="inventory.reserve", outcome="succeeded"):
+            break
+    assert total(measured["orchestrator"], "orderhub_replies_total", outcome="applied") > 0
+    assert total(measured["inventory"], "orderhub_commands_total", type="inventory.reserve", outcome="succeeded") > 0
+    assert total(measured["orchestrator"], "orderhub_step_seconds_count") > 0
+    assert total(measured["orchestrator"], "orderhub_step_seconds_sum") > 0
+
+    for port in measured.values():
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        for family in text_string_to_metric_families(text):
+            if not family.name.startswith("orderhub_"):
+                continue
+            for sample in family.samples:
+                for label, value in sample.labels.items():
+                    assert not re.match(r"[0-9a-f]{8}-", value), (sample.name, label, value)
+                    if label == "step":
+                        assert value in STEPS
+                    if label == "outcome" and family.name != "orderhub_step_seconds":
+                        assert value in OUTCOMES, (sample.name, value)
