@@ -13,7 +13,8 @@ import uuid
 from typing import Callable, NoReturn
 
 from celery import shared_task
-from celery.exceptions import Reject, Retry
+from celery.exceptions import Reject
+from celery.exceptions import Retry as RetryLater  # contracts' Retry is the retry policy
 from django.apps import apps
 from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, models, transaction
@@ -194,7 +195,7 @@ def run_command(task, body, retried=None):
         with delivery.holding(command.message_id):
             outcome = _run(task, command, counts)
             return outcome
-    except Retry:
+    except RetryLater:
         outcome = "retry"
         raise
     finally:

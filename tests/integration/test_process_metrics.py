@@ -78,3 +78,31 @@ def test_counters_and_histograms_move_while_orders_flow(measured):
                         assert value in STEPS
                     if label == "outcome" and family.name != "orderhub_step_seconds":
                         assert value in OUTCOMES, (sample.name, value)
+
+
+def test_a_retried_command_is_counted_as_a_retry_and_its_retries_by_kind(live):
+    """tok_flaky: the provider times out, the worker retries under the step's policy."""
+    port = free_port()
+    payments = Cluster(live.env | {"ORDERHUB_METRICS_PORT": str(port)}, LOG_DIR)
+    payments.start("payments", index=7)
+    try:
+        eventually(lambda: _up(port), timeout=30, message="the payments worker's metrics")
+        sku = product(stock=50)
+        client = api_client()
+        for _ in range(30):
+            order = wait_ended(place(client, sku=sku, token="tok_flaky")["id"], timeout=30)
+            assert order.status == "completed"
+            if total(port, "orderhub_retries_total", type="payments.authorize", kind="transient"):
+                break
+        assert total(port, "orderhub_retries_total", type="payments.authorize", kind="transient") > 0
+        assert total(port, "orderhub_commands_total", type="payments.authorize", outcome="retry") > 0
+        assert total(port, "orderhub_commands_total", outcome="error") == 0
+    finally:
+        payments.stop_all()
+
+
+def _up(port):
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).ok
+    except requests.ConnectionError:
+        return False
