@@ -91,12 +91,16 @@ def _outbox_lag():
 
     from sagas.models import OutboxMessage
 
+    oldest = (OutboxMessage.objects.filter(published_at__isnull=True).order_by("created_at")
+              .values_list("created_at", flat=True).first())
+    return 0.0 if oldest is None else round((timezone.now() - oldest).total_seconds(), 1)
+
+
+def _outbox_lag_probe():
     try:
-        oldest = (OutboxMessage.objects.filter(published_at__isnull=True).order_by("created_at")
-                  .values_list("created_at", flat=True).first())
-        return 0.0 if oldest is None else round((timezone.now() - oldest).total_seconds(), 1)
+        return _outbox_lag()
     finally:
-        connections.close_all()
+        connections.close_all()  # this thread's own connections
 
 
 def _dlq_consumers() -> dict[str, int]:
@@ -112,7 +116,7 @@ def _dlq_consumers() -> dict[str, int]:
     return {name: consumers.get(name, 0) for name in (topology.dlq_name(q) for q in topology.DEAD_LETTERED)}
 
 
-SYSTEM = {"beat_last_tick_age_s": _beat_last_tick_age, "outbox_oldest_unpublished_age_s": _outbox_lag,
+SYSTEM = {"beat_last_tick_age_s": _beat_last_tick_age, "outbox_oldest_unpublished_age_s": _outbox_lag_probe,
           "dlq_consumers": _dlq_consumers}
 
 
