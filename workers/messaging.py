@@ -254,7 +254,9 @@ def _retry_or_give_up(task, command, exc, counts):
     attempts = counts[kind] + 1
     why = f"retries exhausted after {attempts} attempts ({kind}): {type(exc).__name__}: {exc}"
     reason = RETRIES_EXHAUSTED if kind == "transient" else INFRASTRUCTURE_UNAVAILABLE
-    if not command.is_compensation and not isinstance(exc, CleanupOwed):
+    # A one-way command has nobody to tell "unknown": its rolled-back transaction means "not
+    # applied", so it is dead-lettered, and a replay applies it once (the inbox keeps no answer).
+    if not command.is_compensation and not isinstance(exc, CleanupOwed) and not is_one_way(command.type):
         recorded = _record_unknown(command, command.unknown(reason, why[:1000]))
         if recorded is not None:
             log.warning("outcome unknown, answered and recorded message_id=%s: %s", command.message_id, why)
