@@ -109,6 +109,18 @@ def lines(value):
     return value
 
 
+TRACE_KEYS = ("traceparent", "tracestate")
+
+
+def trace_context(value) -> dict | None:
+    """An envelope's trace context, kept only if it is what W3C trace context looks like: tracing
+    is an aid, so a broken one is dropped (the message is handled), never a reason to refuse it."""
+    if not isinstance(value, dict):
+        return None
+    kept = {key: value[key] for key in TRACE_KEYS if isinstance(value.get(key), str) and len(value[key]) <= 512}
+    return kept if "traceparent" in kept else None
+
+
 def _check(validator, value, where):
     try:
         return validator(value)
@@ -131,6 +143,8 @@ class Command:
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     sent_at: str = field(default_factory=now_iso)
     version: int = ENVELOPE_VERSION
+    # W3C trace context (orderhub/tracing.py): {"traceparent": ..., "tracestate": ...}, or None.
+    trace: dict | None = None
 
     def to_dict(self):
         return asdict(self)
@@ -174,6 +188,7 @@ class Command:
             retry=data.get("retry"),
             message_id=_check(uuid_text, data["message_id"], "message_id"),
             sent_at=str(data.get("sent_at") or ""),
+            trace=trace_context(data.get("trace")),
         )
 
     # Handlers answer with these.
@@ -204,6 +219,7 @@ class Reply:
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     sent_at: str = field(default_factory=now_iso)
     version: int = ENVELOPE_VERSION
+    trace: dict | None = None  # as Command.trace
 
     @classmethod
     def to(cls, command: Command, outcome: str, *, reason=None, detail="", data=None) -> Reply:
@@ -256,4 +272,5 @@ class Reply:
             message_id=_check(uuid_text, data["message_id"], "message_id"),
             sent_at=str(data.get("sent_at") or ""),
             version=data.get("version", ENVELOPE_VERSION),
+            trace=trace_context(data.get("trace")),
         )

@@ -26,6 +26,15 @@ def drop_stale_database_connections(**kwargs):
 
 
 @signals.worker_init.connect
+def trace_if_asked(sender=None, **kwargs):
+    """OpenTelemetry, when the OTEL_* variables ask for it (orderhub/tracing.py); -P solo, so
+    the worker's one process is the one that runs the tasks."""
+    from orderhub import tracing
+
+    tracing.configure(getattr(sender, "hostname", None) or "worker")
+
+
+@signals.worker_init.connect
 def declare_topology_before_consuming(sender=None, **kwargs):
     from orderhub import topology
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from contracts import Command, Reply, Retry, is_compensation, message_types
 from contracts.envelope import INFRASTRUCTURE_UNAVAILABLE
+from orderhub import tracing
 from sagas import outbox
 from sagas.models import OutboxMessage, SagaEvent, SagaInstance, SagaStatus, SagaStep, StepStatus
 
@@ -130,7 +131,7 @@ class Saga:
 def saga_start(*, definition: Saga, context: dict, correlation_id: str) -> SagaInstance:
     """Create the saga and queue its first command. Call inside the caller's transaction."""
     saga = SagaInstance.objects.create(
-        saga_type=definition.name, correlation_id=correlation_id, context=context
+        saga_type=definition.name, correlation_id=correlation_id, context=context, trace=tracing.carrier() or {}
     )
     steps = SagaStep.objects.bulk_create(
         SagaStep(saga=saga, index=i, name=step.name) for i, step in enumerate(definition.steps)
@@ -406,6 +407,7 @@ def _send(saga, definition, step, *, compensation: bool):
         causation_id=str(step.message_id) if step.message_id else None,
         deadline=deadline.isoformat(),
         retry=policy.to_dict(),
+        trace=tracing.carrier_for(saga.trace),
     )
     step.message_id = command.message_id
     step.deadline_at = deadline

@@ -44,6 +44,9 @@ class SagaInstance(models.Model):
     failure_reason = models.CharField(max_length=100, blank=True, default="")
     cancel_requested = models.BooleanField(default=False)
     version = models.PositiveIntegerField(default=0)
+    # The W3C trace context of the request that started the saga (orderhub/tracing.py): every
+    # command the saga sends joins that trace. Empty when tracing was off.
+    trace = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     ended_at = models.DateTimeField(null=True, blank=True)

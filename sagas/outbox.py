@@ -19,6 +19,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from contracts import Command
+from orderhub import tracing
 from orderhub.bus import publish
 from sagas.models import OutboxMessage
 
@@ -44,7 +45,7 @@ def resend(message_id):
 
 
 def publish_after_commit(ids):
-    relay(ids=ids)
+    relay(ids=ids, publisher="after_commit")
 
 
 def publish_committed(rows):
@@ -54,10 +55,10 @@ def publish_committed(rows):
     if _background is not None:
         _background.submit(rows)
     else:
-        _publish_rows(rows)
+        _publish_rows(rows, publisher="after_commit")
 
 
-def _publish_rows(rows) -> int:
+def _publish_rows(rows, *, publisher) -> int:
     """Publish (message id, type, body) rows in order and mark those published; returns how many.
     The broker being unreachable stops the run (every row would fail the same way). A row that
     fails on its own (it can never be published as it is) is marked, logged and put behind the
@@ -65,7 +66,12 @@ def _publish_rows(rows) -> int:
     published = []
     for message_id, message_type, body in rows:
         try:
-            publish(message_type, body, message_id=str(message_id))
+            # Under the context stored with the row: a publish seconds later, by another process,
+            # still joins the order's trace (orderhub/tracing.py).
+            with tracing.span(f"outbox publish {message_type}", body.get("trace") if isinstance(body, dict) else None,
+                              kind="producer", **{"messaging.message.id": str(message_id),
+                                                  "orderhub.publisher": publisher}):
+                publish(message_type, body, message_id=str(message_id))
         except BROKER_UNREACHABLE as exc:  # left (with the rest) for the relay sweep
             log.warning("outbox publish failed, left for the relay message_id=%s: %r", message_id, exc)
             _note_failure(message_id, exc)
@@ -121,7 +127,7 @@ class BackgroundPublisher:
                 except queue.Empty:
                     break
             try:
-                _publish_rows(rows)
+                _publish_rows(rows, publisher="after_commit")
             except Exception:
                 log.exception("background publish failed; %d rows left to the relay", len(rows))
                 # The thread's database connection may be the cause (a restarted PostgreSQL):
@@ -158,7 +164,7 @@ def flush_background(timeout: float = 5.0) -> bool:
     return _background is None or _background.flush(timeout)
 
 
-def relay(*, ids=None, older_than: float | None = None, limit: int = 500) -> int:
+def relay(*, ids=None, older_than: float | None = None, limit: int = 500, publisher="relay") -> int:
     """Publish unsent outbox rows, taken with SKIP LOCKED (see `_publish_rows`); returns how many."""
     with transaction.atomic():
         rows = OutboxMessage.objects.select_for_update(skip_locked=True).filter(published_at__isnull=True)
@@ -167,7 +173,7 @@ def relay(*, ids=None, older_than: float | None = None, limit: int = 500) -> int
         if older_than is not None:
             rows = rows.filter(created_at__lt=timezone.now() - timedelta(seconds=older_than))
         rows = rows.order_by("publish_attempts", "created_at")[:limit]
-        return _publish_rows([(row.id, row.message_type, row.body) for row in rows])
+        return _publish_rows([(row.id, row.message_type, row.body) for row in rows], publisher=publisher)
 
 
 def _note_failure(message_id, exc):

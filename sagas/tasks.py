@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from contracts import MalformedMessage, Reply
 from orderhub.deadletters.reasons import note_reason
-from orderhub import bus, delivery, health, topology
+from orderhub import bus, delivery, health, topology, tracing
 from orderhub.topology import DEADLINES_DUE_TYPE, REPLY_TYPE
 from sagas import engine, outbox
 
@@ -30,7 +30,9 @@ def receive_reply(self, body):
         note_reason(self.request.id, f"malformed: {exc}")
         raise Reject(f"malformed: {exc}", requeue=False) from None
     try:
-        return engine.reply_apply(reply)
+        with tracing.span(f"reply apply {reply.step}", reply.trace, kind="consumer", **{
+                "orderhub.saga_id": reply.saga_id, "orderhub.step": reply.step, "orderhub.outcome": reply.outcome}):
+            return engine.reply_apply(reply)
     except TRANSIENT_DB_ERRORS as exc:
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from None
 

@@ -22,7 +22,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from contracts import Command, MalformedMessage, Reply, Retry
 from contracts.envelope import HANDLER_ERROR, INFRASTRUCTURE_UNAVAILABLE, RETRIES_EXHAUSTED, is_one_way
-from orderhub import delivery, process_metrics
+from orderhub import delivery, process_metrics, tracing
 from orderhub.bus import publish
 from orderhub.deadletters.reasons import note_reason
 from orderhub.topology import REPLY_TYPE
@@ -153,7 +153,9 @@ def _claim(database, inbox_model, message_id) -> tuple[bool, bool, dict | None]:
 
 
 def send_reply(reply: Reply):
-    publish(REPLY_TYPE, reply.to_dict(), message_id=reply.message_id)
+    body = reply.to_dict()
+    body["trace"] = tracing.carrier() or body["trace"]  # the handling span's, when tracing is on
+    publish(REPLY_TYPE, body, message_id=reply.message_id)
 
 
 def infrastructure_policy() -> Retry:
@@ -192,7 +194,10 @@ def run_command(task, body, retried=None):
     counts = _counts(retried)
     outcome = "error"
     try:
-        with delivery.holding(command.message_id):
+        with delivery.holding(command.message_id), tracing.span(
+                f"handle {command.type}", command.trace, kind="consumer",
+                **{"orderhub.saga_id": command.saga_id, "orderhub.step": command.step,
+                   "orderhub.attempt": command.attempt, "messaging.message.id": command.message_id}):
             outcome = _run(task, command, counts)
             return outcome
     except RetryLater:

@@ -8,6 +8,9 @@ Redis db 3), starts the processes as `make run` does (its Procfile's commands an
 - runs the same three loads on the baseline chain (tests/bench/chain.py);
 - prints sagas/s, accepted->completed latency p50/p95/p99, messages and database commits per saga,
   CPU ms per saga by process, peak RSS per process, and OrderHub's figures as ratios to the chain's;
+- then restarts OrderHub with OpenTelemetry tracing on (OTLP to a receiver in the bench process) and
+  repeats the REST API loads, printing what tracing costs beside the same loads with it off
+  (`--no-tracing` skips this pass);
 - writes the figures as JSON under var/bench-results/.
 
 Everything runs on this machine over loopback, bounded by --time-limit."""
@@ -39,6 +42,8 @@ def parse_args(argv=None):
     parser.add_argument("--lone", type=int, default=20, help="orders placed one at a time")
     parser.add_argument("--threads", type=int, default=8, help="client threads in a burst")
     parser.add_argument("--settle-timeout", type=float, default=180.0)
+    parser.add_argument("--no-tracing", dest="tracing", action="store_false",
+                        help="skip the second pass with OpenTelemetry tracing on")
     parser.add_argument("--concurrency", default=DEFAULT_CONCURRENCY,
                         help="how many of each process, as `make run` takes it (honcho's -c)")
     return parser.parse_args(argv)
@@ -324,6 +329,40 @@ def orderhub_lone(place, n):
     return {"orders": n, "latency_ms": percentiles(latencies)}
 
 
+def wait_for_health(base, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(base + "/health/", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+
+
+def traced_pass(env, args, base, token):
+    """The REST API's loads again with tracing on: every process exports its spans with the real
+    OTLP exporter to a receiver in this process (which stands in for a collector; its CPU is this
+    process's, not counted in OrderHub's)."""
+    from tests.support.otlp import OtlpReceiver
+
+    receiver = OtlpReceiver()
+    say("OrderHub: restarted with tracing on (OTLP/HTTP to a receiver in this process)")
+    cluster = start_orderhub(env | {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}, args.concurrency)
+    wait_for_health(base)
+    groups = process_groups({key: proc.pid for key, proc in cluster.procs.items()})
+    databases = [DB_PREFIX + name for name in ("orderhub", "inventory", "payments", "shipping", "notifications")]
+    orderhub_lone(lambda: place_by_api(base, token), 3)
+    lone = orderhub_lone(lambda: place_by_api(base, token), args.lone)
+    say("OrderHub: burst through the REST API, tracing on")
+    before = snapshot(groups, VHOST, databases)
+    burst = orderhub_burst(lambda: place_by_api(base, token), args.orders, args.threads, args.settle_timeout)
+    after = snapshot(groups, VHOST, databases)
+    time.sleep(1)  # the last batches of spans (OTEL_BSP_SCHEDULE_DELAY is 5 s by default)
+    return cluster, {"on": {"lone_api": lone, "api_burst": burst, "api_costs": per_saga(before, after, args.orders),
+                            "spans_received": len(receiver.spans)}}
+
+
 # --- chain loads ------------------------------------------------------------------------------
 def chain_done(env, ids, timeout):
     import psycopg2
@@ -410,6 +449,22 @@ def report(results):
               json.dumps(dict(sorted(costs["cpu_ms_per_saga"].items(), key=lambda kv: -kv[1]))))
     print("CPU ms per saga by process (chain burst):", json.dumps(ch["costs"]["cpu_ms_per_saga"]))
     print("peak RSS MB by process:", json.dumps(oh["peak_rss_mb"] | {"chain-worker": ch["peak_rss_mb"]}))
+    if "tracing" in results:
+        off, on = results["tracing"]["off"], results["tracing"]["on"]
+        rows = [
+            ("lone saga p50, REST API (ms)", on["lone_api"]["latency_ms"].get("p50"),
+             off["lone_api"]["latency_ms"].get("p50")),
+            ("burst (REST API): sagas/s", on["api_burst"]["sagas_per_s"], off["api_burst"]["sagas_per_s"]),
+            ("burst (REST API): p50 (ms)", on["api_burst"]["latency_ms"].get("p50"),
+             off["api_burst"]["latency_ms"].get("p50")),
+            ("CPU ms per saga, all (REST burst)", round(sum(on["api_costs"]["cpu_ms_per_saga"].values()), 1),
+             round(sum(off["api_costs"]["cpu_ms_per_saga"].values()), 1)),
+        ]
+        print(f"\n{'what tracing costs':34} {'on':>10} {'off':>10} {'ratio':>8}")
+        for name, traced, plain in rows:
+            print(f"{name:34} {traced if traced is not None else '-':>10} {plain if plain is not None else '-':>10} "
+                  f"{ratio(traced, plain):>8}")
+        print(f"spans received while tracing: {on['spans_received']}; outcomes {on['api_burst']['outcomes']}")
 
 
 def main(argv=None):
@@ -432,14 +487,7 @@ def main(argv=None):
     results = {"args": vars(args), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
         base = f"http://{env['ORDERHUB_API_BIND']}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(base + "/health/", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
+        wait_for_health(base)
         processes = {key: proc.pid for key, proc in cluster.procs.items()}
         groups = process_groups(processes)
         databases = [DB_PREFIX + name for name in ("orderhub", "inventory", "payments", "shipping", "notifications")]
@@ -459,6 +507,13 @@ def main(argv=None):
             "peak_rss_mb": {name: peak_rss_mb(tree(pid)) for name, pid in processes.items()},
             "refused": dict(REFUSED),
         }
+        if args.tracing:
+            say("OrderHub: lone orders through the REST API")
+            api_lone = orderhub_lone(lambda: place_by_api(base, token), args.lone)
+            cluster.stop_all()
+            cluster, results["tracing"] = traced_pass(env, args, base, token)
+            results["tracing"]["off"] = {"lone_api": api_lone, "api_burst": api_burst,
+                                         "api_costs": results["orderhub"]["api_costs"]}
         say("chain: warming up, lone chains, then a burst")
         chain_groups = {"chain-worker": tree(chain_worker.pid)} | {k: v for k, v in groups.items()
                                                                    if k in ("postgres", "rabbitmq")}
