@@ -10,7 +10,7 @@ from celery import signals
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
 
-KEY_ORDER = ["timestamp", "level", "logger", "event", "saga_id", "message_id", "task"]
+KEY_ORDER = ["timestamp", "level", "logger", "event", "request_id", "correlation_id", "saga_id", "message_id", "task"]
 
 
 def formatter(renderer: str):
@@ -45,6 +45,8 @@ def access_fields(logger, name, event_dict):
         event_dict["event"] = "request"
         event_dict.update({field: args[atom] for atom, field in ACCESS_FIELDS.items()
                            if args.get(atom) not in (None, "", "-")})
+        if args.get("{x-request-id}o") not in (None, "", "-"):  # the response's header (orderhub/request_id.py)
+            event_dict["request_id"] = args["{x-request-id}o"]
     return event_dict
 
 
@@ -65,8 +67,13 @@ class KeyValueWithTraceback:
 def bind_message_ids(task_id=None, task=None, args=None, **kwargs):
     clear_contextvars()
     body = args[0] if args and isinstance(args[0], dict) else {}
+    payload = body.get("payload") if isinstance(body.get("payload"), dict) else {}
     bind_contextvars(task=task.name if task else None, message_id=body.get("message_id") or task_id,
                      saga_id=body.get("saga_id"))
+    # The order's id and the id of the request that placed it, on every line of a command's work.
+    for name, value in (("correlation_id", body.get("correlation_id")), ("request_id", payload.get("request_id"))):
+        if isinstance(value, str) and value:
+            bind_contextvars(**{name: value[:100]})
 
 
 @signals.task_postrun.connect

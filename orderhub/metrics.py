@@ -11,9 +11,11 @@ databases, Redis and RabbitMQ hold it, so any one API process can answer for all
 Labels are bounded (statuses, reasons, saga types, queue names): never an id. A part that cannot
 be read (a database down) is left out and counted in `orderhub_scrape_errors{part}`; the rest is
 still served. `ORDERHUB_METRICS_TOKEN`, when set, is required as `Authorization: Bearer <token>`.
-The process's own metrics (prometheus_client's default registry) follow.
+The API's own metrics follow: its requests by route and status (orderhub/request_metrics.py),
+from every gunicorn worker (multiprocess mode, set up by gunicorn.conf.py).
 """
 import logging
+import os
 import time
 from urllib.parse import quote
 
@@ -21,7 +23,7 @@ from django.conf import settings
 from django.db.models import Count, Min
 from django.http import HttpResponse
 from django.utils import timezone
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -139,12 +141,21 @@ _system = CollectorRegistry(auto_describe=False)
 _system.register(SystemCollector())
 
 
+def _own_registry():
+    """This process's metrics; under gunicorn, every worker's (multiprocess mode, gunicorn.conf.py)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 def metrics(request):
     token = getattr(settings, "METRICS_TOKEN", "")
     if token and request.headers.get("Authorization") != f"Bearer {token}":
         return HttpResponse("metrics need Authorization: Bearer <ORDERHUB_METRICS_TOKEN>\n", status=401,
                             content_type="text/plain")
     started = time.monotonic()
-    body = generate_latest(_system) + generate_latest(REGISTRY)
+    body = generate_latest(_system) + generate_latest(_own_registry())
     log.debug("metrics scraped in %.3f s", time.monotonic() - started)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

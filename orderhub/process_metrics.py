@@ -15,8 +15,28 @@ REPLIES = Counter("orderhub_replies", "Replies the orchestrator handled, by what
 STEP_SECONDS = Histogram("orderhub_step_seconds", "From a step's first command to its end, by step and outcome",
                          ["step", "outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 COMMANDS = Counter("orderhub_commands", "Commands a domain worker handled, by type and outcome", ["type", "outcome"])
+DEAD_LETTERS = Counter("orderhub_dead_letters_archived",
+                       "Dead letters the archiver took in, by original queue and kind of reason", ["queue", "reason"])
 RETRIES = Counter("orderhub_retries", "Commands put back for a retry, by type and kind (transient, infrastructure)",
                   ["type", "kind"])
+
+
+# The kinds of reason a dead letter is archived with (orderhub/deadletters/services.py): the first
+# that matches the reason's start, else "other". A label, so a closed list.
+REASON_KINDS = [
+    ("malformed", "malformed"),
+    ("bug:", "handler_error"),
+    ("retries exhausted after", "retries_exhausted"),
+    ("could not publish the reply", "reply_unpublished"),
+    ("rabbitmq: delivery_limit", "delivery_limit"),
+    ("rabbitmq: expired", "expired"),
+    ("rabbitmq: maxlen", "maxlen"),
+    ("rabbitmq: rejected", "rejected"),
+]
+
+
+def reason_kind(reason: str) -> str:
+    return next((kind for start, kind in REASON_KINDS if reason.startswith(start)), "other")
 
 
 def serve_if_asked() -> int | None:

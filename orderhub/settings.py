@@ -36,6 +36,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Counts every request by route and status, the 500s of every other middleware included.
+    "orderhub.request_metrics.RequestMetricsMiddleware",
+    # X-Request-ID in and out, on every log line, and into the saga of an order placed.
+    "orderhub.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files from gunicorn (https://whitenoise.readthedocs.io/).
     "whitenoise.middleware.WhiteNoiseMiddleware",

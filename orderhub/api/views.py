@@ -71,6 +71,7 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                 client=request.user,
                 idempotency_key=key,
                 fingerprint=services.request_fingerprint(request.data),
+                request_id=getattr(request, "id", None),
                 **payload.validated_data,
             )
         except services.IdempotencyConflict as exc:

@@ -10,6 +10,7 @@ from django.utils import timezone
 from kombu import Producer
 
 from orderhub.deadletters.models import DeadLetter
+from orderhub import process_metrics
 from orderhub.deadletters.reasons import message_key, noted_reason
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,10 @@ def deadletter_archive(*, body: bytes, headers: dict, properties: dict, dlq: str
             letter.headers, letter.status = _jsonable(headers), DeadLetter.Status.ARCHIVED
             letter.save()
     log.info("dead letter archived id=%s queue=%s key=%s reason=%s", letter.id, queue, key, reason)
+    from orderhub import topology
+
+    known = queue if queue in topology.QUEUE_BINDINGS else "other"  # a forged x-death must not mint labels
+    transaction.on_commit(lambda: process_metrics.DEAD_LETTERS.labels(known, process_metrics.reason_kind(reason)).inc())
     return letter
 
 

@@ -30,7 +30,8 @@ def request_fingerprint(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def order_place(*, client, items, payment_token, shipping_address, idempotency_key=None, fingerprint=""):
+def order_place(*, client, items, payment_token, shipping_address, idempotency_key=None, fingerprint="",
+                request_id=None):
     """Create the order and start its saga in one transaction. Returns (order, created).
     Raises admission.Overloaded, creating nothing, while too many sagas are in flight (a replay
     of an Idempotency-Key already used is answered whatever the load)."""
@@ -40,7 +41,8 @@ def order_place(*, client, items, payment_token, shipping_address, idempotency_k
             return existing, False
     admission.admit()
     try:
-        return _order_create(client, items, payment_token, shipping_address, idempotency_key, fingerprint), True
+        return _order_create(client, items, payment_token, shipping_address, idempotency_key, fingerprint,
+                             request_id), True
     except IntegrityError:
         # A concurrent request with the same key won the race: answer with its order.
         existing = _order_for_key(client, idempotency_key, fingerprint) if idempotency_key else None
@@ -56,7 +58,7 @@ def _order_for_key(client, key, fingerprint):
     return order
 
 
-def _order_create(client, items, payment_token, shipping_address, idempotency_key, fingerprint):
+def _order_create(client, items, payment_token, shipping_address, idempotency_key, fingerprint, request_id=None):
     products = Product.objects.in_bulk([item["sku"] for item in items])
     with transaction.atomic():
         order = Order.objects.create(
@@ -86,6 +88,8 @@ def _order_create(client, items, payment_token, shipping_address, idempotency_ke
                 "total": str(order.total),
                 "payment_token": payment_token,
                 "shipping_address": shipping_address,
+                # The request's id (orderhub/request_id.py): every command carries it, workers log it.
+                **({"request_id": request_id} if request_id else {}),
             },
         )
         order.saga_id = saga.id

@@ -106,3 +106,30 @@ def _up(port):
         return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).ok
     except requests.ConnectionError:
         return False
+
+
+def test_the_api_counts_its_requests_from_every_gunicorn_worker(api_process):
+    """gunicorn runs two worker processes; /metrics, answered by either, counts both's requests."""
+    api = api_process(ORDERHUB_API_WORKERS="2")
+    sku = product(stock=50)
+
+    def served(route, status):
+        response, _ = api.timed("GET", "/metrics")
+        return sum(sample.value for family in text_string_to_metric_families(response.text)
+                   for sample in family.samples
+                   if sample.name == "orderhub_api_requests_total" and sample.labels.get("route") == route
+                   and sample.labels.get("status") == status)
+
+    for _ in range(12):
+        response, _ = api.place(sku)
+        assert response.status_code == 202
+    missing, _ = api.timed("GET", "/api/orders/00000000-0000-0000-0000-000000000000/")
+    assert missing.status_code == 404
+    # Every one of the 12, whichever worker took it and whichever answers the scrape.
+    assert served("api/orders/", "202") == 12
+    assert served("api/orders/<pk>/", "404") == 1
+    response, _ = api.timed("GET", "/metrics")
+    for family in text_string_to_metric_families(response.text):
+        if family.name in ("orderhub_api_requests", "orderhub_api_request_seconds"):
+            for sample in family.samples:
+                assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}", sample.labels.get("route", "")), sample

@@ -36,9 +36,13 @@ def test_the_scrape_configs_are_valid(config):
 
 
 def served_metrics() -> set[str]:
-    """The metric names /metrics serves (orderhub/metrics.py), counters with their _total too."""
-    served = set(re.findall(r'"(orderhub_[a-z_]+)"', (ROOT / "orderhub" / "metrics.py").read_text()))
-    return served | {name + "_total" for name in served}
+    """The metric names served: the system's (orderhub/metrics.py), the API's requests
+    (orderhub/request_metrics.py) and each worker's own (orderhub/process_metrics.py), with the
+    suffixes a counter (_total) and a histogram (_bucket, _sum, _count) are served under."""
+    served = set()
+    for module in ("metrics.py", "request_metrics.py", "process_metrics.py"):
+        served |= set(re.findall(r'"(orderhub_[a-z_]+)"', (ROOT / "orderhub" / module).read_text()))
+    return served | {name + suffix for name in served for suffix in ("_total", "_bucket", "_sum", "_count")}
 
 
 def test_every_metric_a_rule_reads_is_one_we_serve():
@@ -55,7 +59,7 @@ def test_the_dashboard_reads_only_metrics_we_serve_and_has_the_panels_asked_for(
     served = served_metrics()
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "orderhub.json").read_text())
     titles = " | ".join(panel["title"] for panel in dashboard["panels"]).lower()
-    for wanted in ("by outcome", "backlog", "dead letters"):
+    for wanted in ("by outcome", "step latency", "backlog", "dead letters"):
         assert wanted in titles, f"no panel for {wanted}"
     uids = {panel["datasource"]["uid"] for panel in dashboard["panels"]}
     provisioned = yaml.safe_load((ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml")

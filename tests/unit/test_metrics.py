@@ -31,8 +31,12 @@ def value(samples, name, **labels):
 
 
 def test_the_system_is_read_at_scrape_time_with_bounded_labels(client):
+    from orderhub import topology
+    from orderhub.celery import app
     from tests.unit.console.test_actions import parked_order
 
+    with app.connection_for_write() as connection:  # on a fresh broker, before any process has
+        topology.declare(connection)
     parked_order()
     row = OutboxMessage.objects.create(id=uuid.uuid4(), message_type="inventory.reserve", saga_id=uuid.uuid4(),
                                        body={})

@@ -35,6 +35,9 @@ class Command(BaseCommand):
         getattr(self, f"_{action}")(**options)
 
     def _consume(self, **options):
+        from orderhub import process_metrics
+
+        process_metrics.serve_if_asked()  # orderhub_dead_letters_archived_total, on ORDERHUB_METRICS_PORT
         with app.connection_for_read() as connection:
             topology.declare(connection)
             self.stdout.write("archiving dead letters from " + ", ".join(q.name for q in topology.dead_letter_queues()))
