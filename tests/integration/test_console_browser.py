@@ -175,7 +175,8 @@ def test_an_operator_recovers_orders_and_replays_a_dead_letter_a_viewer_only_rea
     assert AuditEntry.objects.filter(operator__startswith="viewers-").count() == 0
     assert DeadLetter.objects.get(id=letter.id).status == "replayed"
     assert ProviderCharge.objects.filter(status="captured").count() == 0
-    # gunicorn's access log went through OrderHub's formatter: a request is a line of fields.
+    # gunicorn's access log went through OrderHub's formatter: a request is a line of fields, with
+    # the request id the response carried (orderhub/request_id.py).
     api_log = (live.log_dir / "api-1.log").read_text(errors="replace")
-    assert re.search(r"logger='gunicorn.access' event='request' method='POST' path='/admin/login/' .*status='302'",
-                     api_log)
+    assert re.search(r"logger='gunicorn.access' event='request' request_id='[0-9a-f]{32}' method='POST' "
+                     r"path='/admin/login/' .*status='302'", api_log)
