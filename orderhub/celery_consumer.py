@@ -19,10 +19,10 @@
 """
 import functools
 import inspect
-import logging
 import numbers
 from datetime import datetime, timedelta, timezone
 
+import structlog
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
@@ -30,7 +30,7 @@ from vine import promise
 from orderhub import counters, topology
 from orderhub.deadletters.reasons import message_key, note_reason
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 MALFORMED_TICKS_KEY = "ticks:malformed"
 
@@ -138,10 +138,10 @@ class Consumer(CeleryConsumer):
             return
         routing_key = str((message.delivery_info or {}).get("routing_key") or "")
         if routing_key.startswith(topology.TICK_PREFIX):
-            log.error("malformed tick dropped: %s", why)
+            log.error("malformed tick dropped", why=why)
             counters.count(MALFORMED_TICKS_KEY)
         else:
-            log.error("malformed message dead-lettered: %s", why)
+            log.error("malformed message dead-lettered", why=why)
             _note(message, f"malformed: {why}")
         message.reject(requeue=False)
 

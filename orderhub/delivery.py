@@ -16,13 +16,13 @@ The deadline sweep reads it to tell a participant's silence from our own backlog
 
 A lease is a hint: when Redis cannot be asked, the deadline stands, as it did before leases.
 """
-import logging
 import threading
 import time
 
+import structlog
 from django.core.cache import cache
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 LEASE_SECONDS = 6.0
 # How much longer than its delay a retried command may take to come back: RabbitMQ's delayed
@@ -46,7 +46,7 @@ def _set(message_id, value, seconds):
     try:
         cache.set(_key(message_id), value, seconds)
     except Exception as exc:
-        log.warning("could not keep the lease message_id=%s: %r", message_id, exc)
+        log.warning("could not keep the lease", message_id=str(message_id), error=repr(exc))
 
 
 class holding:
@@ -94,7 +94,7 @@ def state(message_id):
     try:
         return cache.get(_key(message_id))
     except Exception as exc:
-        log.warning("could not read the lease message_id=%s: %r", message_id, exc)
+        log.warning("could not read the lease", message_id=str(message_id), error=repr(exc))
         return UNKNOWN
 
 

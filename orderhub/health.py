@@ -12,18 +12,18 @@ CHECK_BUDGET seconds: a check still running then is reported as timed out. A bro
 memory or disk alarm accepts connections but blocks every publisher, so the broker check also
 asks RabbitMQ's management API for alarms and names the broker `blocked`. What went wrong is
 named by kind to everyone; the exception's own text (hosts, users) only to staff."""
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import quote
 
 import requests
+import structlog
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 from django.http import JsonResponse
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 CHECK_BUDGET = 2.5
 BEAT_SILENT_AFTER = 10.0  # seconds without a tick
@@ -41,7 +41,7 @@ def note_tick():
     try:
         cache.set(LAST_TICK_KEY, time.time(), timeout=None)
     except Exception as exc:
-        log.warning("could not note beat's tick: %r", exc)
+        log.warning("could not note beat's tick", error=repr(exc))
 
 
 def _check_databases():

@@ -10,6 +10,22 @@ from celery import signals
 from structlog.contextvars import bind_contextvars, clear_contextvars
 
 
+# What every line gets, whether it comes from structlog (our own modules: `structlog.get_logger`,
+# fields as keyword arguments) or from the standard library (Django, Celery, gunicorn).
+SHARED = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.stdlib.add_logger_name,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
+
+structlog.configure(
+    processors=[structlog.stdlib.filter_by_level, *SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+    logger_factory=structlog.stdlib.LoggerFactory(),
+    wrapper_class=structlog.stdlib.BoundLogger,
+    cache_logger_on_first_use=True,
+)
+
 KEY_ORDER = ["timestamp", "level", "logger", "event", "request_id", "correlation_id", "saga_id", "message_id", "task"]
 
 
@@ -23,13 +39,7 @@ def formatter(renderer: str):
     return structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
         pass_foreign_args=True,  # for access_fields
-        foreign_pre_chain=[
-            access_fields,
-            structlog.contextvars.merge_contextvars,
-            structlog.stdlib.add_log_level,
-            structlog.stdlib.add_logger_name,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-        ],
+        foreign_pre_chain=[access_fields, *SHARED],
     )
 
 

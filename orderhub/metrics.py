@@ -14,11 +14,11 @@ still served. `ORDERHUB_METRICS_TOKEN`, when set, is required as `Authorization:
 The API's own metrics follow: its requests by route and status (orderhub/request_metrics.py),
 from every gunicorn worker (multiprocess mode, set up by gunicorn.conf.py).
 """
-import logging
 import os
 import time
 from urllib.parse import quote
 
+import structlog
 from django.conf import settings
 from django.db.models import Count, Min
 from django.http import HttpResponse
@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, mult
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 class SystemCollector:
@@ -39,7 +39,7 @@ class SystemCollector:
             try:
                 yield from list(read())
             except Exception as exc:
-                log.warning("metrics: could not read %s: %r", part, exc)
+                log.warning("metrics: could not read a part", part=part, error=repr(exc))
                 errors.add_metric([part], 1)
         yield errors
 
@@ -157,5 +157,5 @@ def metrics(request):
                             content_type="text/plain")
     started = time.monotonic()
     body = generate_latest(_system) + generate_latest(_own_registry())
-    log.debug("metrics scraped in %.3f s", time.monotonic() - started)
+    log.debug("metrics scraped", seconds=round(time.monotonic() - started, 3))
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -4,12 +4,12 @@ counters and histograms. Served by the process itself on ORDERHUB_METRICS_PORT w
 assigns it (Procfile), docker-compose 9100 in each container. The API serves its own with the
 system's at /metrics (orderhub/metrics.py). Labels are bounded: outcomes, step names, message
 types, kinds of retry."""
-import logging
 import os
 
+import structlog
 from prometheus_client import Counter, Histogram, start_http_server
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 REPLIES = Counter("orderhub_replies", "Replies the orchestrator handled, by what they did", ["outcome"])
 STEP_SECONDS = Histogram("orderhub_step_seconds", "From a step's first command to its end, by step and outcome",
@@ -47,5 +47,5 @@ def serve_if_asked() -> int | None:
     if not port:
         return None
     start_http_server(port, addr=os.environ.get("ORDERHUB_METRICS_ADDR", "127.0.0.1"))
-    log.info("metrics served on port %d", port)
+    log.info("metrics served", port=port)
     return port

@@ -8,13 +8,13 @@ direct dead-letter exchange.
 Why topic and not direct: Celery's native delayed delivery (used for retries held by RabbitMQ)
 only works through topic exchanges on quorum queues.
 """
-import logging
 import threading
 
 import amqp.exceptions
+import structlog
 from kombu import Connection, Exchange, Queue
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 EXCHANGE = Exchange("orderhub", type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange("orderhub.dlx", type="direct", durable=True)
@@ -119,7 +119,7 @@ def _declare_work_queue(connection, channel, name):
     except amqp.exceptions.PreconditionFailed as exc:
         # The queue exists with other arguments (an older topology). Keep serving from it rather
         # than refusing to start; `manage.py topology --check` reports it, README says how to migrate.
-        log.warning("queue %s exists with other arguments, using it as it is: %s", name, exc)
+        log.warning("queue exists with other arguments, using it as it is", queue=name, error=str(exc))
         channel = connection.channel()
         channel.queue_declare(name, passive=True)
         channel.queue_bind(name, EXCHANGE.name, QUEUE_BINDINGS[name])

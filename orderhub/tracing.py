@@ -23,11 +23,12 @@ How the trace holds together:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 
-log = logging.getLogger(__name__)
+import structlog
+
+log = structlog.get_logger(__name__)
 
 ENABLED = False
 _tracer = None
@@ -69,7 +70,7 @@ def configure(process: str) -> bool:
     Psycopg2Instrumentor().instrument(skip_dep_check=True)
     _tracer = trace.get_tracer("orderhub")
     ENABLED = True
-    log.info("tracing on service=%s", provider.resource.attributes.get("service.name"))
+    log.info("tracing on", service=provider.resource.attributes.get("service.name"))
     return True
 
 

@@ -5,12 +5,12 @@ through the outbox, applies replies under a row lock, and announces the end with
 """
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import django.dispatch
+import structlog
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -21,7 +21,7 @@ from orderhub import tracing
 from sagas import outbox
 from sagas.models import OutboxMessage, SagaEvent, SagaInstance, SagaStatus, SagaStep, StepStatus
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 # Sent inside the transaction that ends a saga, so listeners update their rows atomically with it.
 saga_ended = django.dispatch.Signal()  # kwargs: saga
@@ -149,7 +149,7 @@ def reply_apply(reply: Reply) -> str:
     with transaction.atomic():
         saga = SagaInstance.objects.select_for_update().filter(id=reply.saga_id).first()
         if saga is None:
-            log.warning("reply for unknown saga ignored saga_id=%s message_id=%s", reply.saga_id, reply.message_id)
+            log.warning("reply for unknown saga ignored", saga_id=reply.saga_id, message_id=reply.message_id)
             return "unknown"
         # Every step in one read; the engine then finds them in saga._steps (_step_at). The events
         # it records are written together, in one statement, before the transaction ends.
@@ -210,15 +210,15 @@ def _on_late_reply(saga, definition, step, reply) -> str:
     sent = None if duplicate else OutboxMessage.objects.filter(id=reply.in_reply_to, saga_id=saga.id).first()
     if sent is None:
         _event(saga, name, SagaEvent.Kind.STALE_REPLY, reply.message_id, "", reply.to_dict())
-        log.info("stale or duplicate reply ignored saga_id=%s step=%s", saga.id, name)
+        log.info("stale or duplicate reply ignored", saga_id=str(saga.id), step=name)
         return "stale"
     spec = definition.steps[step.index]
     now = timezone.now()
     _event(saga, step.name, SagaEvent.Kind.LATE_REPLY, reply.message_id, sent.message_type, reply.to_dict())
     if saga.status == SagaStatus.RESOLVED:
         # A person closed this saga; what the reply says is theirs to read, not ours to act on.
-        log.warning("late reply to a resolved saga recorded saga_id=%s step=%s to=%s", saga.id, step.name,
-                    sent.message_type)
+        log.warning("late reply to a resolved saga recorded", saga_id=str(saga.id), step=step.name,
+                    to=sent.message_type)
         return "late"
     if reply.succeeded and sent.message_type == spec.compensate and step.status in (
             StepStatus.COMPENSATING, StepStatus.COMPENSATION_FAILED):
@@ -232,13 +232,13 @@ def _on_late_reply(saga, definition, step, reply) -> str:
         step.deadline_at = None
         _action_succeeded(saga, definition, step, reply, now)
         return "applied"
-    log.info("late reply recorded saga_id=%s step=%s to=%s", saga.id, step.name, sent.message_type)
+    log.info("late reply recorded", saga_id=str(saga.id), step=step.name, to=sent.message_type)
     return "late"
 
 
 def _resume_if_parked(saga, step, why):
     if saga.is_final:
-        log.warning("saga resumed by %s saga_id=%s step=%s", why, saga.id, step.name)
+        log.warning("saga resumed", by=why, saga_id=str(saga.id), step=step.name)
         saga.status = SagaStatus.COMPENSATING if step.status == StepStatus.COMPENSATION_FAILED else SagaStatus.RUNNING
         saga.ended_at = None
         if saga.status == SagaStatus.RUNNING:
@@ -302,7 +302,7 @@ def _forward_again(saga, definition, step, now, *, why, backoff=True):
         step.status = StepStatus.STUCK
         step.error = f"stuck after {spec.max_attempts} attempts; last: {why}"[:2000]
         step.save()
-        log.error("forward step stuck saga_id=%s step=%s: %s", saga.id, step.name, why)
+        log.error("forward step stuck", saga_id=str(saga.id), step=step.name, why=why)
         saga.failure_reason = FORWARD_STEP_STUCK
         _end(saga, SagaStatus.STUCK)
         return
@@ -488,7 +488,8 @@ SWEEP_FAILURE_BACKOFF = timedelta(seconds=30)
 
 
 def _note_sweep_failure(saga_id, step_id, now, exc):
-    log.exception("deadline sweep failed on saga_id=%s step_id=%s; carrying on with the others", saga_id, step_id)
+    log.exception("deadline sweep failed on a saga; carrying on with the others", saga_id=str(saga_id),
+                  step_id=step_id)
     SagaStep.objects.filter(id=step_id).update(
         sweep_error=f"{now.isoformat()} {type(exc).__name__}: {exc}"[:2000],
         sweep_failures=F("sweep_failures") + 1,
@@ -527,7 +528,7 @@ def _on_deadline(saga, definition, step, now, backlog):
         _event(saga, step.name, SagaEvent.Kind.RESEND, step.message_id, "", {"resend": step.resends})
         outbox.resend(step.message_id)
         return
-    log.warning("deadline exceeded saga_id=%s step=%s compensation=%s", saga.id, step.name, compensation)
+    log.warning("deadline exceeded", saga_id=str(saga.id), step=step.name, compensation=compensation)
     if compensation and step.compensation_attempts < spec.compensation_sends:
         # A silent compensation is late, not refused (a worker that refuses says so): try again.
         _send(saga, definition, step, compensation=True)

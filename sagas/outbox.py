@@ -6,13 +6,13 @@ loses nothing. Rows are taken with SELECT ... FOR UPDATE SKIP LOCKED, so two rel
 and an after-commit publish) never publish the same row at the same time; a row published twice
 after a crash is harmless because every worker deduplicates by message id (its inbox).
 """
-import logging
 import os
 import queue
 import threading
 import time
 from datetime import timedelta
 
+import structlog
 from django.db import close_old_connections, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -23,7 +23,7 @@ from orderhub import tracing
 from orderhub.bus import publish
 from sagas.models import OutboxMessage
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 # The broker is down or unreachable: no row can be published until it is back.
 BROKER_UNREACHABLE = (KombuOperationalError, ConnectionError, TimeoutError, OSError)
@@ -73,12 +73,12 @@ def _publish_rows(rows, *, publisher) -> int:
                                                   "orderhub.publisher": publisher}):
                 publish(message_type, body, message_id=str(message_id))
         except BROKER_UNREACHABLE as exc:  # left (with the rest) for the relay sweep
-            log.warning("outbox publish failed, left for the relay message_id=%s: %r", message_id, exc)
+            log.warning("outbox publish failed, left for the relay", message_id=str(message_id), error=repr(exc))
             _note_failure(message_id, exc)
             break
         except Exception as exc:
-            log.exception("outbox row cannot be published, left for the relay message_id=%s type=%s",
-                          message_id, str(message_type)[:100])
+            log.exception("outbox row cannot be published, left for the relay", message_id=str(message_id),
+                          type=str(message_type)[:100])
             _note_failure(message_id, exc)
             continue
         published.append(message_id)
@@ -105,7 +105,7 @@ class BackgroundPublisher:
         try:
             self._queue.put_nowait(list(rows))
         except queue.Full:
-            log.warning("background publisher full; %d rows left to the relay", len(rows))
+            log.warning("background publisher full; rows left to the relay", rows=len(rows))
 
     def _ensure_running(self):
         if self._pid == os.getpid():
@@ -129,7 +129,7 @@ class BackgroundPublisher:
             try:
                 _publish_rows(rows, publisher="after_commit")
             except Exception:
-                log.exception("background publish failed; %d rows left to the relay", len(rows))
+                log.exception("background publish failed; rows left to the relay", rows=len(rows))
                 # The thread's database connection may be the cause (a restarted PostgreSQL):
                 # drop it if it is broken, so the next batch connects anew. (Not before every
                 # batch: that would health-check the connection, a round trip per batch.)

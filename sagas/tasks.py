@@ -1,8 +1,8 @@
 """The orchestrator's Celery tasks: receive replies, relay the outbox. Thin: the engine decides."""
-import logging
 import uuid
 from datetime import datetime
 
+import structlog
 from celery import shared_task
 from celery.exceptions import Reject
 from django.conf import settings
@@ -15,7 +15,7 @@ from orderhub import bus, delivery, health, topology, tracing
 from orderhub.topology import DEADLINES_DUE_TYPE, REPLY_TYPE
 from sagas import engine, outbox
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 # Lost database connections (a restarted PostgreSQL, a killed backend) are transient.
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
@@ -26,7 +26,7 @@ def receive_reply(self, body):
     try:
         reply = Reply.from_dict(body)
     except MalformedMessage as exc:
-        log.error("malformed reply dead-lettered: %s", exc)
+        log.error("malformed reply dead-lettered", why=str(exc))
         note_reason(self.request.id, f"malformed: {exc}")
         raise Reject(f"malformed: {exc}", requeue=False) from None
     try:
@@ -43,10 +43,10 @@ def _sweep(name, run):
     try:
         done = run()
     except TRANSIENT_DB_ERRORS as exc:
-        log.warning("%s skipped this run: %r", name, exc)
+        log.warning("sweep skipped this run", sweep=name, error=repr(exc))
         return 0
     if done:
-        log.info("%s acted on %d rows", name, done)
+        log.info("sweep acted", sweep=name, rows=done)
     return done
 
 
@@ -65,7 +65,7 @@ def sweep_deadlines():
         bus.publish(DEADLINES_DUE_TYPE, {"queued_at": timezone.now().isoformat()}, message_id=str(uuid.uuid4()),
                     routing_key=REPLY_TYPE)
     except outbox.BROKER_UNREACHABLE as exc:
-        log.warning("deadline sweep marker not queued this time: %r", exc)
+        log.warning("deadline sweep marker not queued this time", error=repr(exc))
 
 
 @shared_task(name=DEADLINES_DUE_TYPE, bind=True, ignore_result=True)
@@ -77,7 +77,7 @@ def deadlines_due(self, body):
             raise ValueError("no time zone")
     except (TypeError, ValueError) as exc:
         why = f"malformed: a deadline sweep marker needs queued_at, an ISO time with a zone ({exc})"
-        log.error("%s", why)
+        log.error("malformed deadline sweep marker dead-lettered", why=why)
         note_reason(self.request.id, why)
         raise Reject(why, requeue=False) from None
     return _sweep("deadline sweep", lambda: engine.deadlines_sweep(due_before=due_before, backlog=participant_backlog()))
@@ -104,7 +104,7 @@ def participant_backlog():
             try:
                 depths[queue] = bus.queue_backlog(queue)
             except Exception as exc:
-                log.warning("could not read the backlog of %s: %r", queue, exc)
+                log.warning("could not read a queue's backlog", queue=queue, error=repr(exc))
                 depths[queue] = 0
         return {"queue_backlog": depths[queue]} if depths[queue] else None
 

@@ -8,10 +8,10 @@ the command is acked only after that (late acks), so a crash anywhere loses noth
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from typing import Callable, NoReturn
 
+import structlog
 from celery import shared_task
 from celery.exceptions import Reject
 from celery.exceptions import Retry as RetryLater  # contracts' Retry is the retry policy
@@ -27,7 +27,7 @@ from orderhub.bus import publish
 from orderhub.deadletters.reasons import note_reason
 from orderhub.topology import REPLY_TYPE
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 class BusinessRejection(Exception):
@@ -117,7 +117,7 @@ def _handle(command, handler):
             return None
         if seen:
             # Seen before (a redelivery, a resend, a replay): the stored reply, and nothing else.
-            log.info("duplicate command, re-sending stored reply message_id=%s", command.message_id)
+            log.info("duplicate command, re-sending stored reply", message_id=command.message_id)
             return Reply.from_dict(stored)
         try:
             with transaction.atomic(using=database):
@@ -240,8 +240,8 @@ def _retry(task, command, exc, counts, kind, policy):
     so_far = counts[kind]
     if policy.retries(error) and so_far + 1 < policy.attempts:
         delay = policy.delay(so_far)
-        log.warning("%s failure, retry %d/%d in %.2fs: %s: %s", kind, so_far + 1, policy.attempts - 1, delay,
-                    error, exc)
+        log.warning("retry", kind=kind, retry=so_far + 1, of=policy.attempts - 1, delay_s=round(delay, 2),
+                    error=f"{error}: {exc}")
         delivery.retrying(command.message_id, delay)
         process_metrics.RETRIES.labels(command.type, kind).inc()
         raise task.retry(args=[command.to_dict()], kwargs={"retried": counts | {kind: so_far + 1}},
@@ -264,7 +264,7 @@ def _retry_or_give_up(task, command, exc, counts):
     if not command.is_compensation and not isinstance(exc, CleanupOwed) and not is_one_way(command.type):
         recorded = _record_unknown(command, command.unknown(reason, why[:1000]))
         if recorded is not None:
-            log.warning("outcome unknown, answered and recorded message_id=%s: %s", command.message_id, why)
+            log.warning("outcome unknown, answered and recorded", message_id=command.message_id, why=why)
             return recorded
     # Not recorded (our database is unreachable, or a compensation, which is always safe to run
     # again): a later copy runs the handler anew. Dead-letter this one so an operator can replay it.
@@ -285,7 +285,7 @@ def _record_unknown(command: Command, reply: Reply) -> Reply | None:
                               reply=reply.to_dict()),
             )
     except INFRASTRUCTURE_ERRORS as exc:
-        log.warning("could not record the unknown outcome message_id=%s: %r", command.message_id, exc)
+        log.warning("could not record the unknown outcome", message_id=command.message_id, error=repr(exc))
         return None
     return reply if created or inbox.reply is None else Reply.from_dict(inbox.reply)
 
@@ -299,12 +299,12 @@ def _reply_quietly(command: Command, reply: Reply):
         send_reply(reply)
         delivery.answered(command.message_id)
     except BROKER_ERRORS as exc:
-        log.warning("could not send the reply message_id=%s: %r", reply.in_reply_to, exc)
+        log.warning("could not send the reply", message_id=reply.in_reply_to, error=repr(exc))
 
 
 def dead_letter(message_id, reason) -> NoReturn:
     """Reject the message in hand to its queue's dead-letter queue, noting why for the archive."""
-    log.error("dead-lettering message_id=%s: %s", message_id, reason)
+    log.error("dead-lettering", message_id=str(message_id), reason=reason)
     note_reason(message_id, reason)
     raise Reject(reason, requeue=False)
 

@@ -9,11 +9,11 @@ before calling; the command line is trusted as the shell it runs in.
 from __future__ import annotations
 
 import getpass
-import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 
+import structlog
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -26,7 +26,7 @@ from orderhub.deadletters.models import DeadLetter
 from sagas import engine, outbox
 from sagas.models import SagaInstance
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 MAX_REASON = 2000
 MAX_RESTOCK = 1_000_000
@@ -73,8 +73,8 @@ def _audit(actor: Actor, action, target_type, target_id, reason, outcome, reques
     entry = AuditEntry.objects.create(operator=actor.name, via=actor.via, action=action, target_type=target_type,
                                       target_id=str(target_id), reason=reason, outcome=outcome,
                                       request_id=request_id)
-    log.info("operator action operator=%s via=%s action=%s target=%s:%s outcome=%s", actor.name, actor.via,
-             action, target_type, target_id, outcome)
+    log.info("operator action", operator=actor.name, via=actor.via, action=action,
+             target=f"{target_type}:{target_id}", outcome=outcome)
     return entry
 
 

@@ -4,9 +4,9 @@ A message is acked only after its row is committed; if the database is down the 
 put back and tried again, so nothing dead-lettered is ever lost on the way to the archive. A
 message the archive cannot store at all is moved, as it is, to the parking queue and counted.
 """
-import logging
 import time
 
+import structlog
 from django.db import InterfaceError, OperationalError, close_old_connections
 from kombu.mixins import ConsumerMixin
 
@@ -14,7 +14,7 @@ from orderhub import topology
 from orderhub.deadletters.reasons import parked_count_add
 from orderhub.deadletters.services import deadletter_archive
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 
 # AMQP properties a parked message keeps (the rest are set anew or describe the delivery).
@@ -33,7 +33,7 @@ class Archiver(ConsumerMixin):
     def on_decode_error(self, message, exc):
         # kombu would log and ack it away (a `compression` header over a body that is not
         # compressed, say): the archive keeps it raw, as it came, like any other dead letter.
-        log.warning("dead letter that cannot be decoded, archived raw: %r", exc)
+        log.warning("dead letter that cannot be decoded, archived raw", error=repr(exc))
         self.on_message(message)
 
     def on_connection_revived(self):
@@ -47,15 +47,14 @@ class Archiver(ConsumerMixin):
             deadletter_archive(body=message.body, headers=dict(message.headers or {}),
                                properties=dict(message.properties or {}), dlq=queue_name)
         except (OperationalError, InterfaceError) as exc:
-            log.warning("archive unavailable, message put back: %r", exc)
+            log.warning("archive unavailable, message put back", error=repr(exc))
             time.sleep(1)
             message.requeue()
             return
         except Exception:
             # A message the archive cannot store must neither be lost nor hold up the others (left
             # unacked, enough of them would stop the archiver): it moves to the parking queue.
-            log.exception("could not archive a dead letter from %s; parking it in %s", queue_name,
-                          topology.PARKING_QUEUE)
+            log.exception("could not archive a dead letter; parking it", queue=queue_name, parking=topology.PARKING_QUEUE)
             self.park(message, queue_name)
             return
         message.ack()
@@ -71,7 +70,7 @@ class Archiver(ConsumerMixin):
                 **{k: v for k, v in (message.properties or {}).items() if k in KEPT_PROPERTIES},
             )
         except Exception:
-            log.exception("could not park the message either; it stays in %s", queue_name)
+            log.exception("could not park the message either; it stays where it is", queue=queue_name)
             return
         parked_count_add()
         message.ack()

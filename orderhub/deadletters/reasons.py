@@ -2,13 +2,13 @@
 that rejects a message notes the reason here (Redis, a week) under the message's key, and the
 archiver picks it up. Without a note the archive falls back to RabbitMQ's reason."""
 import hashlib
-import logging
 
+import structlog
 from django.core.cache import cache
 
 from orderhub import counters
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 KEEP_SECONDS = 7 * 24 * 3600
 
 
@@ -26,7 +26,7 @@ def note_reason(key, reason):
     try:
         cache.set(f"deadletter-reason:{key}", reason[:2000], KEEP_SECONDS)
     except Exception as exc:  # the note is a courtesy: never let it stop the dead-lettering
-        log.warning("could not note the dead-letter reason for %s: %r", key, exc)
+        log.warning("could not note the dead-letter reason", key=key, error=repr(exc))
 
 
 def noted_reason(key):

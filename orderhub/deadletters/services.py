@@ -1,9 +1,9 @@
 """Archive, replay and discard dead letters."""
 import base64
 import hashlib
-import logging
 import math
 
+import structlog
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -13,7 +13,7 @@ from orderhub.deadletters.models import DeadLetter
 from orderhub import process_metrics
 from orderhub.deadletters.reasons import message_key, noted_reason
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 # Headers RabbitMQ adds when it dead-letters; a replayed message starts without them.
 DEATH_HEADERS = ("x-death", "x-first-death-queue", "x-first-death-reason", "x-first-death-exchange",
@@ -85,7 +85,7 @@ def deadletter_archive(*, body: bytes, headers: dict, properties: dict, dlq: str
             letter.reason, letter.death_count = reason, max(deaths, letter.death_count + 1)
             letter.headers, letter.status = _jsonable(headers), DeadLetter.Status.ARCHIVED
             letter.save()
-    log.info("dead letter archived id=%s queue=%s key=%s reason=%s", letter.id, queue, key, reason)
+    log.info("dead letter archived", id=letter.id, queue=str(queue), key=key, reason=reason)
     from orderhub import topology
 
     known = queue if queue in topology.QUEUE_BINDINGS else "other"  # a forged x-death must not mint labels

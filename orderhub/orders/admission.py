@@ -6,14 +6,13 @@ about `in flight / throughput`, so the limit bounds it: at the default 300 and t
 of `make bench`, well under the shortest deadline a queued command can be held to. Every refusal
 is counted (Redis, `admission:refused`) and logged. Replays of an Idempotency-Key already used are
 answered whatever the load: they start nothing."""
-import logging
-
+import structlog
 from django.conf import settings
 
 from orderhub import counters
 from sagas.models import SagaInstance, SagaStatus
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 REFUSED_KEY = "admission:refused"
 IN_FLIGHT = (SagaStatus.RUNNING, SagaStatus.COMPENSATING)
@@ -37,7 +36,7 @@ def admit():
     now = in_flight()
     if now >= limit:
         counters.count(REFUSED_KEY)
-        log.warning("order refused at the door: %d sagas in flight, limit %d", now, limit)
+        log.warning("order refused at the door", in_flight=now, limit=limit)
         raise Overloaded(now, limit, settings.ADMISSION_RETRY_AFTER)
 
 

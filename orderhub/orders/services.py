@@ -1,9 +1,9 @@
 """Order services: the functions that write. Views call these and nothing else."""
 import hashlib
 import json
-import logging
 from decimal import Decimal
 
+import structlog
 from django.db import IntegrityError, transaction
 
 from orderhub.orders import admission
@@ -11,7 +11,7 @@ from orderhub.orders.models import FINAL_ORDER_STATUSES, Order, OrderItem, Produ
 from sagas import engine
 from sagas.definitions import PLACE_ORDER
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 CENT = Decimal("0.01")
 
@@ -94,7 +94,7 @@ def _order_create(client, items, payment_token, shipping_address, idempotency_ke
         )
         order.saga_id = saga.id
         order.save(update_fields=["saga_id"])
-    log.info("order placed order_id=%s saga_id=%s", order.id, saga.id)
+    log.info("order placed", order_id=str(order.id), saga_id=str(saga.id))
     return order
 
 
