@@ -5,6 +5,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from orderhub.health import health, live
 from orderhub.metrics import metrics
 
+handler404 = "orderhub.api.errors.not_found"
+handler500 = "orderhub.api.errors.server_error"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("orderhub.api.urls")),

@@ -94,7 +94,7 @@ def created_rows():
 def assert_error(response, status_code, error):
     assert response.status_code == status_code, response.content
     body = response.json()
-    assert set(body) == ERROR_KEYS
+    assert set(body) == ERROR_KEYS | ({"error_id"} if error == "server_error" else set())
     assert body["error"] == error
     return body
 
@@ -444,3 +444,41 @@ def test_a_replayed_idempotency_key_is_answered_whatever_the_load(api, order_bod
 
     assert (response.status_code, response.json()["id"], response["Idempotent-Replayed"]) == (202, first["id"], "true")
     assert api.post("/api/orders/", order_body, format="json", HTTP_IDEMPOTENCY_KEY="k-2").status_code == 503
+
+
+# --- JSON errors for everything under /api/ ----------------------------------------------------
+def test_a_path_under_api_that_nothing_serves_answers_in_the_error_shape(api):
+    response = api.get("/api/no-such-thing/")
+    assert assert_error(response, 404, "not_found")
+    assert response["Content-Type"] == "application/json"
+
+
+def test_a_method_a_resource_does_not_allow_answers_in_the_error_shape(api):
+    assert assert_error(api.delete("/api/products/"), 405, "method_not_allowed")
+
+
+def test_a_bug_answers_500_in_the_error_shape_with_an_id_that_is_in_the_log(api, monkeypatch):
+    import io
+    import logging
+
+    from orderhub.api import views
+    from orderhub.logs import formatter
+
+    def crash(self, request, *args, **kwargs):
+        raise ZeroDivisionError("secret internals")
+
+    monkeypatch.setattr(views.OrderViewSet, "list", crash)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter("keyvalue"))
+    logging.getLogger("orderhub.api.errors").addHandler(handler)
+    try:
+        api.raise_request_exception = False
+        response = api.get("/api/orders/")
+    finally:
+        logging.getLogger("orderhub.api.errors").removeHandler(handler)
+    body = assert_error(response, 500, "server_error")
+    assert len(body["error_id"]) == 32
+    assert "secret internals" not in response.content.decode() and "Traceback" not in response.content.decode()
+    logged = stream.getvalue()
+    assert f"error_id='{body['error_id']}'" in logged and "ZeroDivisionError: secret internals" in logged
