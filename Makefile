@@ -44,6 +44,10 @@ run: databases
 	@echo ""
 	ORDERHUB_METRICS_PORT=$${ORDERHUB_METRICS_PORT:-auto} $(BIN)/honcho start -c $(CONCURRENCY)
 
+# Flower's credentials reach it through the environment (FLOWER_<option>), never its command line.
+run: export FLOWER_BASIC_AUTH ?= $(or $(ORDERHUB_FLOWER_USER),operator):$(or $(ORDERHUB_FLOWER_PASSWORD),operator-local-only)
+run: export FLOWER_BROKER_API ?= $(or $(ORDERHUB_RABBITMQ_MANAGEMENT_URL),http://guest:guest@127.0.0.1:15672/api/)
+
 # The suite runs against its own RabbitMQ vhost and Redis database, and pytest-django's own
 # test_* databases, so it never touches a running `make run`.
 test: venv services tools

@@ -62,6 +62,7 @@ def publish_what_is_held_before_stopping(sender=None, **kwargs):
         logging.getLogger(__name__).warning("outbox rows still unpublished at shutdown; the relay will publish them")
 
 
+@signals.beat_init.connect
 @signals.worker_init.connect
 def serve_process_metrics(sender=None, **kwargs):
     from orderhub import process_metrics

@@ -11,6 +11,8 @@ from prometheus_client import Counter, Histogram, start_http_server
 
 log = structlog.get_logger(__name__)
 
+SAGAS_STARTED = Counter("orderhub_sagas_started", "Sagas started (committed), by type", ["saga_type"])
+SAGAS_ENDED = Counter("orderhub_sagas_ended", "Sagas ended, by type and final status", ["saga_type", "status"])
 REPLIES = Counter("orderhub_replies", "Replies the orchestrator handled, by what they did", ["outcome"])
 STEP_SECONDS = Histogram("orderhub_step_seconds", "From a step's first command to its end, by step and outcome",
                          ["step", "outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))

@@ -7,11 +7,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 
 DEBUG = env.bool("ORDERHUB_DEBUG", default=False)
-# Production refuses to start without a real secret (ORDERHUB_ENV=production).
+# Production refuses to start while a secret is missing or a local default (the end of this file).
 ORDERHUB_ENV = env("ORDERHUB_ENV", default="local")
-SECRET_KEY = env("ORDERHUB_SECRET_KEY", default="" if ORDERHUB_ENV == "production" else "local-dev-only-insecure-key")
-if not SECRET_KEY:
-    raise RuntimeError("ORDERHUB_SECRET_KEY must be set when ORDERHUB_ENV=production")
+PRODUCTION = ORDERHUB_ENV == "production"
+SECRET_KEY = env("ORDERHUB_SECRET_KEY", default="local-dev-only-insecure-key")
 ALLOWED_HOSTS = env.list("ORDERHUB_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
@@ -109,7 +108,9 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT},
+        "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT,
+                    # JSON, not pickle: writing to Redis must not run code here (orderhub/cache.py).
+                    "serializer": "orderhub.cache.JSONSerializer"},
     }
 }
 
@@ -178,3 +179,33 @@ REPLAY_MAX_PER_REQUEST = env.int("ORDERHUB_REPLAY_MAX_PER_REQUEST", default=100)
 
 # GET /metrics (orderhub/metrics.py): when set, Prometheus must send `Authorization: Bearer <token>`.
 METRICS_TOKEN = env("ORDERHUB_METRICS_TOKEN", default="")
+
+# --- Production (ORDERHUB_ENV=production) ------------------------------------------------------
+# The sandbox provider's fault tokens (tok_slow, tok_void_broken, ...) act only while this is on:
+# the local default; off in production, where every token is an ordinary card.
+SANDBOX = env.bool("ORDERHUB_SANDBOX", default=not PRODUCTION)
+if PRODUCTION:
+    import os
+
+    from orderhub.production import refuse_defaults
+
+    refuse_defaults({
+        "ORDERHUB_SECRET_KEY": SECRET_KEY,
+        "ORDERHUB_DB_PASSWORD": DB_PASSWORD,
+        "ORDERHUB_BROKER_URL": BROKER_URL,
+        "ORDERHUB_RABBITMQ_MANAGEMENT_URL": RABBITMQ_MANAGEMENT_URL,
+        "ORDERHUB_REDIS_URL": REDIS_URL,
+        "ORDERHUB_METRICS_TOKEN": METRICS_TOKEN,
+        # Read by the processes that use them (Flower, seeding), checked wherever they are set.
+        **{name: os.environ[name].rpartition(":")[2] if name == "FLOWER_BASIC_AUTH" else os.environ[name]
+           for name in ("FLOWER_BASIC_AUTH", "ORDERHUB_OPERATOR_PASSWORD") if name in os.environ},
+    })
+    # Behind a TLS-terminating proxy that sets X-Forwarded-Proto (`manage.py check --deploy` is silent).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("ORDERHUB_SSL_REDIRECT", default=True)
+    SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]  # probes and scrapes inside the network
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env.int("ORDERHUB_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    CSRF_TRUSTED_ORIGINS = env.list("ORDERHUB_CSRF_TRUSTED_ORIGINS", default=[])

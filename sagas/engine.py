@@ -137,6 +137,7 @@ def saga_start(*, definition: Saga, context: dict, correlation_id: str) -> SagaI
         SagaStep(saga=saga, index=i, name=step.name) for i, step in enumerate(definition.steps)
     )
     _send(saga, definition, steps[0], compensation=False)
+    transaction.on_commit(lambda: _count_saga("started", definition.name))
     return saga
 
 
@@ -380,6 +381,16 @@ def _end(saga, status):
     saga.ended_at = timezone.now()
     _event(saga, "", SagaEvent.Kind.STATUS, None, "", {"status": status, "reason": saga.failure_reason})
     saga_ended.send(sender=SagaInstance, saga=saga)
+    transaction.on_commit(lambda: _count_saga("ended", saga.saga_type, status))
+
+
+def _count_saga(what, saga_type, status=""):
+    from orderhub import process_metrics
+
+    if what == "started":
+        process_metrics.SAGAS_STARTED.labels(saga_type).inc()
+    else:
+        process_metrics.SAGAS_ENDED.labels(saga_type, status).inc()
 
 
 # --- sending ----------------------------------------------------------------------------------

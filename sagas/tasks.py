@@ -34,7 +34,8 @@ def receive_reply(self, body):
                 "orderhub.saga_id": reply.saga_id, "orderhub.step": reply.step, "orderhub.outcome": reply.outcome}):
             return engine.reply_apply(reply)
     except TRANSIENT_DB_ERRORS as exc:
-        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30)) from None
+        raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30),
+                         argsrepr=f"[<{REPLY_TYPE} body withheld>]", kwargsrepr="{}") from None
 
 
 def _sweep(name, run):

@@ -152,6 +152,12 @@ def _claim(database, inbox_model, message_id) -> tuple[bool, bool, dict | None]:
     return taken, seen, stored
 
 
+def withheld(message_type: str) -> dict:
+    """What Flower (and any monitor) is shown of a message's arguments: not the body, whose payload
+    holds payment tokens and addresses (orderhub/bus.py does the same for every first publish)."""
+    return {"argsrepr": f"[<{message_type} body withheld>]", "kwargsrepr": "{}"}
+
+
 def send_reply(reply: Reply):
     body = reply.to_dict()
     body["trace"] = tracing.carrier() or body["trace"]  # the handling span's, when tracing is on
@@ -245,7 +251,7 @@ def _retry(task, command, exc, counts, kind, policy):
         delivery.retrying(command.message_id, delay)
         process_metrics.RETRIES.labels(command.type, kind).inc()
         raise task.retry(args=[command.to_dict()], kwargs={"retried": counts | {kind: so_far + 1}},
-                         countdown=delay, exc=exc)
+                         countdown=delay, exc=exc, **withheld(command.type))
 
 
 def _retry_or_give_up(task, command, exc, counts):

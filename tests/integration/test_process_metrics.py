@@ -58,13 +58,16 @@ def test_counters_and_histograms_move_while_orders_flow(measured):
     for _ in range(40):
         orders.append(place(client, sku=sku, token="tok_ok")["id"])
         wait_ended(orders[-1], timeout=20)
-        if total(measured["orchestrator"], "orderhub_replies_total", outcome="applied") and total(
+        if total(measured["orchestrator"], "orderhub_sagas_ended_total", saga_type="place_order",
+                 status="completed") and total(
                 measured["inventory"], "orderhub_commands_total", type="inventory.reserve", outcome="succeeded"):
             break
     assert total(measured["orchestrator"], "orderhub_replies_total", outcome="applied") > 0
     assert total(measured["inventory"], "orderhub_commands_total", type="inventory.reserve", outcome="succeeded") > 0
     assert total(measured["orchestrator"], "orderhub_step_seconds_count") > 0
     assert total(measured["orchestrator"], "orderhub_step_seconds_sum") > 0
+    assert total(measured["orchestrator"], "orderhub_sagas_ended_total", saga_type="place_order",
+                 status="completed") > 0
 
     for port in measured.values():
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -127,6 +130,9 @@ def test_the_api_counts_its_requests_from_every_gunicorn_worker(api_process):
     assert missing.status_code == 404
     # Every one of the 12, whichever worker took it and whichever answers the scrape.
     assert served("api/orders/", "202") == 12
+    response, _ = api.timed("GET", "/metrics")
+    assert sum(sample.value for family in text_string_to_metric_families(response.text) for sample in family.samples
+               if sample.name == "orderhub_sagas_started_total" and sample.labels == {"saga_type": "place_order"}) == 12
     assert served("api/orders/<pk>/", "404") == 1
     response, _ = api.timed("GET", "/metrics")
     for family in text_string_to_metric_families(response.text):

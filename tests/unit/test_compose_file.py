@@ -89,11 +89,19 @@ def test_app_services_share_the_image_and_wait_for_setup_and_infrastructure(name
         assert depends_on[infrastructure]["condition"] == "service_healthy"
 
 
-def test_setup_prepares_databases_demo_data_and_topology():
+def test_setup_prepares_databases_and_topology_and_seeding_is_never_part_of_up():
     command = " ".join(_argv(SERVICES["setup"]["command"]))
-    for step in ("setup_databases", "seed_demo", "declare_topology"):
+    for step in ("setup_databases", "declare_topology"):
         assert f"manage.py {step}" in command
+    assert "seed_demo" not in command
     assert "setup" not in SERVICES["setup"]["depends_on"]
+    # Seeding resets the operator's password: only by `docker compose --profile demo run --rm seed`.
+    seed = SERVICES["seed"]
+    assert seed["profiles"] == ["demo"] and "seed_demo" in _argv(seed["command"])
+    assert [name for name, service in SERVICES.items() if "seed_demo" in " ".join(_argv(service.get("command", [])))
+            and "profiles" not in service] == []
+    for name in APP_SERVICES:
+        assert "ORDERHUB_OPERATOR_PASSWORD" not in SERVICES[name]["environment"], name
 
 
 def test_infrastructure_has_healthchecks():
@@ -110,10 +118,21 @@ def test_rabbitmq_has_the_management_plugin_and_a_non_guest_user():
     assert rabbitmq["environment"]["RABBITMQ_DEFAULT_PASS"]
 
 
-def test_flower_requires_basic_auth_and_uses_the_management_api():
+def test_flower_requires_basic_auth_and_uses_the_management_api_with_no_secret_on_its_command_line():
     argv = _argv(SERVICES["flower"]["command"])
-    assert _option(argv, "--basic-auth")
-    assert "@rabbitmq:15672/api/" in _option(argv, "--broker-api")
+    assert not [arg for arg in argv if "basic-auth" in arg or "broker-api" in arg or "@" in arg], argv
+    environment = SERVICES["flower"]["environment"]
+    assert ":" in environment["FLOWER_BASIC_AUTH"]
+    assert "@rabbitmq:15672/api/" in environment["FLOWER_BROKER_API"]
+    assert environment["ORDERHUB_DB_HOST"] == "postgres"  # the app's environment, not only Flower's
+    procfile = (ROOT / "Procfile").read_text()
+    assert "basic-auth" not in procfile and "broker-api" not in procfile
+
+
+def test_redis_has_a_password_that_no_command_line_shows():
+    redis = SERVICES["redis"]
+    assert "$$REDIS_PASSWORD" in " ".join(redis["command"]) and redis["environment"]["REDISCLI_AUTH"]
+    assert SERVICES["api"]["environment"]["ORDERHUB_REDIS_URL"].startswith("redis://:${ORDERHUB_REDIS_PASSWORD")
 
 
 def test_two_orchestrators_run_by_default_as_make_run_starts_them():

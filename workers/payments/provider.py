@@ -12,6 +12,10 @@
                             lifts the fault (`manage.py sandbox lift tok_void_broken`)
     anything else           declines: payment_declined (unknown token)
 
+The faults (every token above but tok_ok and the declines) act only while ORDERHUB_SANDBOX is on,
+the local default. With it off (production's default) a fault token is an ordinary card: it
+approves, and nothing times out, sleeps or is lost.
+
 Every call carries an idempotency key: the same key twice returns the first answer, never a
 second charge. The ledger is written on its own database connection ("provider"), so it keeps
 what it did even when the caller's transaction rolls back, as a real provider would.
@@ -22,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
@@ -52,6 +57,11 @@ class Outcome:
     decline_reason: str = ""
 
 
+def fault(token: str, *names: str) -> bool:
+    """Whether `token` is one of the fault tokens `names` and the sandbox acts on them."""
+    return token in names and settings.SANDBOX
+
+
 def slow_seconds() -> float:
     return float(os.environ.get("ORDERHUB_SANDBOX_SLOW_SECONDS", "18"))
 
@@ -76,12 +86,12 @@ def fault_lift(name, *, lifted=True):
 def authorize(*, token: str, amount: Decimal, idempotency_key: str) -> Outcome:
     existing = ProviderCharge.objects.using(DB).filter(idempotency_key=idempotency_key).first()
     if existing is not None:
-        if existing.token == "tok_timeout":
+        if fault(existing.token, "tok_timeout"):
             raise ProviderTimeout("the provider's answer was lost again (tok_timeout)")
         return _outcome(existing)
-    if token == "tok_flaky" and _failures_so_far(f"{idempotency_key}:flaky") < FLAKY_FAILURES:
+    if fault(token, "tok_flaky") and _failures_so_far(f"{idempotency_key}:flaky") < FLAKY_FAILURES:
         raise ProviderTimeout("the provider timed out (tok_flaky)")
-    if token == "tok_slow":
+    if fault(token, "tok_slow"):
         time.sleep(slow_seconds())
     with transaction.atomic(using=DB):
         charge = ProviderCharge.objects.using(DB).select_for_update().filter(idempotency_key=idempotency_key).first()
@@ -93,7 +103,7 @@ def authorize(*, token: str, amount: Decimal, idempotency_key: str) -> Outcome:
                 status=ProviderCharge.Status.DECLINED if reason else ProviderCharge.Status.AUTHORIZED,
                 decline_reason=reason,
             )
-    if created and token in ("tok_ambiguous", "tok_timeout"):
+    if created and fault(token, "tok_ambiguous", "tok_timeout"):
         # The charge is made and committed; the answer never reaches the caller.
         raise ProviderTimeout(f"the provider's answer was lost after charging ({token})")
     return _outcome(charge)
@@ -110,7 +120,7 @@ def charge_for(idempotency_key):
 
 def capture(*, ref: str) -> Outcome:
     charge = ProviderCharge.objects.using(DB).get(ref=ref)
-    if charge.token in CAPTURE_DECLINED and charge.status == ProviderCharge.Status.AUTHORIZED:
+    if fault(charge.token, *CAPTURE_DECLINED) and charge.status == ProviderCharge.Status.AUTHORIZED:
         return Outcome(ref=ref, approved=False, decline_reason="payment_declined")
     _transition(ref, allowed_from={ProviderCharge.Status.AUTHORIZED}, to=ProviderCharge.Status.CAPTURED)
     return Outcome(ref=ref, approved=True)
@@ -119,9 +129,9 @@ def capture(*, ref: str) -> Outcome:
 def void(*, ref: str):
     charge = ProviderCharge.objects.using(DB).get(ref=ref)
     if charge.status == ProviderCharge.Status.AUTHORIZED:
-        if charge.token == "tok_void_fails" and _failures_so_far(f"{ref}:void") < VOID_FAILURES:
+        if fault(charge.token, "tok_void_fails") and _failures_so_far(f"{ref}:void") < VOID_FAILURES:
             raise ProviderTimeout("the provider timed out voiding (tok_void_fails)")
-        if charge.token == "tok_void_broken" and not fault_lifted("tok_void_broken"):
+        if fault(charge.token, "tok_void_broken") and not fault_lifted("tok_void_broken"):
             raise ProviderTimeout("the provider cannot void right now (tok_void_broken)")
     _transition(ref, allowed_from={ProviderCharge.Status.AUTHORIZED}, to=ProviderCharge.Status.VOIDED)
 
