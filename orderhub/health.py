@@ -10,8 +10,14 @@
 Every check runs at once, each in its own thread, and the answer never waits more than
 CHECK_BUDGET seconds: a check still running then is reported as timed out. A broker under a
 memory or disk alarm accepts connections but blocks every publisher, so the broker check also
-asks RabbitMQ's management API for alarms and names the broker `blocked`. What went wrong is
-named by kind to everyone; the exception's own text (hosts, users) only to staff."""
+asks RabbitMQ's management API for alarms and names the broker `blocked`.
+
+Who sees what: an anonymous caller gets up or down only (`{"status": ...}`, 200 or 503); the
+checks, the readings and the warnings need a staff login or `Authorization: Bearer
+<ORDERHUB_HEALTH_TOKEN>` (a probe or a dashboard), and an exception's own text (hosts, users) is
+for staff alone. One reading serves every caller of this process for a second (CACHE_SECONDS), so
+a flood of probes costs at most one round of checks (one broker connection) a second."""
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from urllib.parse import quote
@@ -26,6 +32,7 @@ from django.http import JsonResponse
 log = structlog.get_logger(__name__)
 
 CHECK_BUDGET = 2.5
+CACHE_SECONDS = 1.0
 BEAT_SILENT_AFTER = 10.0  # seconds without a tick
 OUTBOX_LAG_AFTER = 30.0  # seconds an outbox row may wait unpublished
 LAST_TICK_KEY = "beat:last_tick"
@@ -159,17 +166,56 @@ def _results(futures, detailed):
     return results
 
 
-def health(request):
-    detailed = bool(getattr(request, "user", None) and request.user.is_authenticated and request.user.is_staff)
+_reading_lock = threading.Lock()
+_reading: tuple[float, dict] | None = None
+
+
+def forget():
+    """Drop the cached reading (tests)."""
+    global _reading
+    _reading = None
+
+
+def _read() -> dict:
+    """One round of checks and probes: the answer for each audience (kinds only, or the text too)."""
     checks = {name: _pool.submit(lambda c=check: c() or "ok") for name, check in CHECKS.items()}
     system = {name: _pool.submit(probe) for name, probe in SYSTEM.items()}
     wait([*checks.values(), *system.values()], timeout=CHECK_BUDGET)
-    results, seen = _results(checks, detailed), _results(system, detailed)
-    warnings = _warnings(seen)
-    healthy = all(v == "ok" for v in results.values())
-    status = "degraded" if not healthy else ("warning" if warnings else "ok")
-    return JsonResponse({"status": status, "checks": results, "system": seen, "warnings": warnings},
-                        status=200 if healthy else 503)
+    answers = {}
+    for detailed in (False, True):
+        results, seen = _results(checks, detailed), _results(system, detailed)
+        warnings = _warnings(seen)
+        healthy = all(v == "ok" for v in results.values())
+        status = "degraded" if not healthy else ("warning" if warnings else "ok")
+        answers[detailed] = {"status": status, "checks": results, "system": seen, "warnings": warnings}
+    return answers
+
+
+def _cached_reading() -> dict:
+    global _reading
+    with _reading_lock:  # callers meanwhile wait for this round rather than start their own
+        if _reading is None or time.monotonic() - _reading[0] > CACHE_SECONDS:
+            _reading = (time.monotonic(), _read())
+        return _reading[1]
+
+
+def _audience(request) -> str:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_staff:
+        return "staff"
+    token = getattr(settings, "HEALTH_TOKEN", "")
+    if token and request.headers.get("Authorization", "") == f"Bearer {token}":
+        return "token"
+    return "anonymous"
+
+
+def health(request):
+    audience = _audience(request)
+    answer = _cached_reading()[audience == "staff"]
+    code = 503 if answer["status"] == "degraded" else 200
+    if audience == "anonymous":
+        return JsonResponse({"status": "up" if code == 200 else "down"}, status=code)
+    return JsonResponse(answer, status=code)
 
 
 def live(request):

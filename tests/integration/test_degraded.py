@@ -13,6 +13,9 @@ from tests.integration.helpers import product, wait_ended
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, databases="__all__")]
 
+HEALTH_TOKEN = "degraded-test-health-token"
+HEALTH_DETAILS = {"Authorization": f"Bearer {HEALTH_TOKEN}"}  # /health/'s details, not only up/down
+
 
 def assert_accepted_in_time(api, sku, count):
     accepted = []
@@ -41,7 +44,7 @@ def alarms():
 def test_a_broker_that_blocks_publishers_holds_up_no_request_and_its_orders_go_out_when_it_is_back(
         live, api_process):
     sku = product(stock=50)
-    api = api_process()
+    api = api_process(ORDERHUB_HEALTH_TOKEN=HEALTH_TOKEN)
     watermark = rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().").strip()
     watermark = watermark if watermark.replace(".", "", 1).isdigit() else "0.4"  # a fraction to go back to
     try:
@@ -50,7 +53,7 @@ def test_a_broker_that_blocks_publishers_holds_up_no_request_and_its_orders_go_o
 
         accepted = assert_accepted_in_time(api, sku, 5)
 
-        health, took = api.timed("GET", "/health/")
+        health, took = api.timed("GET", "/health/", headers=HEALTH_DETAILS)
         assert took < 3.0, f"/health/ took {took:.2f} s"
         assert health.status_code == 503
         assert health.json()["checks"]["broker"].startswith("blocked:"), health.json()
@@ -97,12 +100,13 @@ def private_redis():
 
 def test_with_redis_gone_orders_are_still_accepted_and_health_names_the_cache(live, api_process, private_redis):
     sku = product(stock=50)
-    api = api_process(ORDERHUB_REDIS_URL=f"redis://127.0.0.1:{private_redis.port}/0")
+    api = api_process(ORDERHUB_REDIS_URL=f"redis://127.0.0.1:{private_redis.port}/0",
+                      ORDERHUB_HEALTH_TOKEN=HEALTH_TOKEN)
     assert api.place(sku)[0].status_code == 202  # the throttle uses this Redis
 
     private_redis.stop()
     accepted = assert_accepted_in_time(api, sku, 5)
-    health, took = api.timed("GET", "/health/")
+    health, took = api.timed("GET", "/health/", headers=HEALTH_DETAILS)
 
     assert took < 3.0, f"/health/ took {took:.2f} s"
     assert health.status_code == 503
@@ -112,4 +116,5 @@ def test_with_redis_gone_orders_are_still_accepted_and_health_names_the_cache(li
         assert wait_ended(order_id, timeout=60).status == "completed"
 
     private_redis.start()
-    eventually(lambda: api.timed("GET", "/health/")[0].status_code == 200, timeout=20, message="health again")
+    eventually(lambda: api.timed("GET", "/health/", headers=HEALTH_DETAILS)[0].status_code == 200, timeout=20,
+               message="health again")

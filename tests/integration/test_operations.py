@@ -26,9 +26,11 @@ def flower(cluster):
     port = free_port()
     log = open(LOG_DIR / "flower.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "orderhub", "flower", f"--port={port}", "--address=127.0.0.1",
-         "--basic-auth=ops:secret-for-test", f"--broker-api={settings.RABBITMQ_MANAGEMENT_URL}"],
-        cwd=ROOT, env=cluster.env, stdout=log, stderr=subprocess.STDOUT,
+        # As the Procfile and docker-compose.yml start it: its credentials in its environment only.
+        [sys.executable, "-m", "celery", "-A", "orderhub", "flower", f"--port={port}", "--address=127.0.0.1"],
+        cwd=ROOT, env=cluster.env | {"FLOWER_BASIC_AUTH": "ops:secret-for-test",
+                                     "FLOWER_BROKER_API": settings.RABBITMQ_MANAGEMENT_URL},
+        stdout=log, stderr=subprocess.STDOUT,
     )
     try:
         yield f"http://127.0.0.1:{port}"
@@ -53,7 +55,8 @@ def test_flower_requires_authentication_and_lists_every_worker(flower):
 
 
 @pytest.mark.django_db(databases="__all__")
-def test_health_reports_every_dependency(client):
+def test_health_reports_every_dependency(client, admin_user):
+    client.force_login(admin_user)  # the details are for staff (or the health token)
     response = client.get("/health/")
 
     assert response.status_code == 200, response.content
@@ -61,7 +64,9 @@ def test_health_reports_every_dependency(client):
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
-def test_health_sees_beat_ticking_and_the_archiver_consuming_every_dead_letter_queue(live, client):
+def test_health_sees_beat_ticking_and_the_archiver_consuming_every_dead_letter_queue(live, client, admin_user):
+    client.force_login(admin_user)
+
     def healthy():
         body = client.get("/health/ready/").json()
         return body if body["status"] == "ok" else None

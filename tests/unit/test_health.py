@@ -13,6 +13,21 @@ from sagas.models import OutboxMessage
 pytestmark = pytest.mark.django_db(databases="__all__")
 
 
+@pytest.fixture(autouse=True)
+def fresh_reading():
+    health.forget()  # each test reads anew (one reading serves a process for a second)
+    yield
+    health.forget()
+
+
+@pytest.fixture
+def client(client, settings):
+    """A caller allowed the details: the health token."""
+    settings.HEALTH_TOKEN = "health-test-token"
+    client.defaults["HTTP_AUTHORIZATION"] = "Bearer health-test-token"
+    return client
+
+
 @pytest.fixture
 def archiver_consuming(monkeypatch):
     """As if the archiver consumed every DLQ (whether one runs depends on the test session)."""
@@ -71,14 +86,35 @@ def test_the_dead_letter_queues_are_read_from_rabbitmq():
     assert "payments.commands.dlq" in consumers and all(isinstance(n, int) for n in consumers.values())
 
 
-def test_an_anonymous_caller_never_sees_an_exceptions_text(client, monkeypatch, archiver_consuming):
+def test_an_anonymous_caller_sees_up_or_down_the_token_the_details_and_staff_the_text(client, monkeypatch,
+                                                                                       archiver_consuming):
+    from django.test import Client
+
     def leaky():
         raise RuntimeError("could not connect to db.internal:5432 as user orderhub_admin")
 
     monkeypatch.setitem(health.CHECKS, "cache", leaky)
-    anonymous = client.get("/health/")
-    assert anonymous.status_code == 503 and anonymous.json()["checks"]["cache"] == "error: RuntimeError"
-    assert b"db.internal" not in anonymous.content and b"orderhub_admin" not in anonymous.content
+    anonymous = Client().get("/health/")
+    assert anonymous.status_code == 503 and anonymous.json() == {"status": "down"}
+    wrong_token = Client(HTTP_AUTHORIZATION="Bearer not-the-token").get("/health/")
+    assert wrong_token.json() == {"status": "down"}
 
-    client.force_login(User.objects.create(username="ops", is_staff=True))
-    assert "db.internal" in client.get("/health/").json()["checks"]["cache"]
+    with_token = client.get("/health/")
+    assert with_token.status_code == 503 and with_token.json()["checks"]["cache"] == "error: RuntimeError"
+    assert b"db.internal" not in with_token.content and b"orderhub_admin" not in with_token.content
+
+    staff = Client()
+    staff.force_login(User.objects.create(username="ops", is_staff=True))
+    assert "db.internal" in staff.get("/health/").json()["checks"]["cache"]
+
+
+def test_one_reading_serves_every_caller_for_a_second(client, monkeypatch, archiver_consuming):
+    rounds = []
+    monkeypatch.setitem(health.CHECKS, "cache", lambda: rounds.append(time.monotonic()))
+    for _ in range(20):
+        assert client.get("/health/").status_code == 200
+    assert len(rounds) == 1
+    taken, reading = health._reading
+    health._reading = (taken - health.CACHE_SECONDS - 0.01, reading)  # a second later
+    client.get("/health/")
+    assert len(rounds) == 2
