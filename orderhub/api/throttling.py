@@ -15,7 +15,21 @@ _last_warning = 0.0
 
 
 class UserRateThrottle(throttling.UserRateThrottle):
+    """Reads (GET, HEAD) and writes are counted apart, each at its own rate (settings: `reads`,
+    `user`): a client polling its order does not use up what it may write, nor the reverse."""
+
     def allow_request(self, request, view):
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            self.scope = "reads"
+            self.rate = self.get_rate()
+            self.num_requests, self.duration = self.parse_rate(self.rate)
+        return self._allow(request, view)
+
+    def get_cache_key(self, request, view):
+        key = super().get_cache_key(request, view)
+        return None if key is None else f"{key}:{self.scope}"
+
+    def _allow(self, request, view):
         try:
             return super().allow_request(request, view)
         except Exception as exc:  # redis-py's ConnectionError, TimeoutError, ...

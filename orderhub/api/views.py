@@ -1,5 +1,9 @@
 """API views: validate, call one service or selector, shape the output."""
+import hashlib
+import json
+
 import django_filters
+from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -50,10 +54,21 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         self._with_sagas(page)
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
+    @extend_schema(
+        parameters=[OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False,
+                                     description="The ETag of a previous answer: 304 while the order is unchanged.")],
+        responses={200: OrderSerializer, 304: OpenApiResponse(description="Not modified since that ETag.")},
+    )
     def retrieve(self, request, *args, **kwargs):
+        """One order with its saga. Answers carry an `ETag`: poll with `If-None-Match` and an order
+        that has not moved costs a 304 with no body. Reads are throttled apart from writes."""
         order = self.get_object()
         self._with_sagas([order])
-        return Response(self.get_serializer(order).data)
+        data = self.get_serializer(order).data
+        etag = '"' + hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:32] + '"'
+        if etag in [tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")]:
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        return Response(data, headers={"ETag": etag})
 
     @extend_schema(
         request=OrderCreateSerializer,
@@ -81,7 +96,9 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         except admission.Overloaded as exc:
             raise Overloaded(str(exc), wait=exc.retry_after) from None
         self._with_sagas([order])
-        headers = {} if created else {"Idempotent-Replayed": "true"}
+        headers = {"Location": request.build_absolute_uri(reverse("order-detail", args=[order.id]))}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
         return Response(self.get_serializer(order).data, status=status.HTTP_202_ACCEPTED, headers=headers)
 
     @extend_schema(request=None, responses={202: OrderSerializer})

@@ -482,3 +482,40 @@ def test_a_bug_answers_500_in_the_error_shape_with_an_id_that_is_in_the_log(api,
     assert "secret internals" not in response.content.decode() and "Traceback" not in response.content.decode()
     logged = stream.getvalue()
     assert f"error_id='{body['error_id']}'" in logged and "ZeroDivisionError: secret internals" in logged
+
+
+# --- Location, ETag, and reads throttled apart from writes ------------------------------------
+def test_creating_an_order_says_where_it_is_and_a_replay_says_the_same(api, order_body):
+    first = api.post("/api/orders/", order_body, format="json", HTTP_IDEMPOTENCY_KEY="loc-1")
+    assert first.status_code == 202
+    assert first["Location"] == f"http://testserver/api/orders/{first.json()['id']}/"
+    again = api.post("/api/orders/", order_body, format="json", HTTP_IDEMPOTENCY_KEY="loc-1")
+    assert again["Location"] == first["Location"] and again["Idempotent-Replayed"] == "true"
+    assert api.get(first["Location"]).json()["id"] == first.json()["id"]
+
+
+def test_polling_with_the_etag_costs_a_304_until_the_order_moves(api, order_body):
+    order_id = api.post("/api/orders/", order_body, format="json").json()["id"]
+    first = api.get(f"/api/orders/{order_id}/")
+    etag = first["ETag"]
+    assert first.status_code == 200 and etag.startswith('"')
+
+    unchanged = api.get(f"/api/orders/{order_id}/", HTTP_IF_NONE_MATCH=etag)
+    assert unchanged.status_code == 304 and unchanged.content == b"" and unchanged["ETag"] == etag
+    assert api.get(f"/api/orders/{order_id}/", HTTP_IF_NONE_MATCH='"other", ' + etag).status_code == 304
+
+    Order.objects.filter(id=order_id).update(status="completed")
+    moved = api.get(f"/api/orders/{order_id}/", HTTP_IF_NONE_MATCH=etag)
+    assert moved.status_code == 200 and moved["ETag"] != etag and moved.json()["status"] == "completed"
+
+
+def test_reads_are_throttled_apart_from_writes(api, order_body, monkeypatch):
+    from orderhub.api.throttling import UserRateThrottle
+
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", {"user": "2/min", "reads": "5/min"})
+    for _ in range(5):
+        assert api.get("/api/products/").status_code == 200
+    assert api.get("/api/products/").status_code == 429  # reads used up
+    assert api.post("/api/orders/", order_body, format="json").status_code == 202  # writes untouched
+    assert api.post("/api/orders/", order_body, format="json").status_code == 202
+    assert api.post("/api/orders/", order_body, format="json").status_code == 429
