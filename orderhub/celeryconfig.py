@@ -58,6 +58,7 @@ CELERY_DB_REUSE_MAX = 1_000_000
 beat_schedule = {
     "relay-outbox": {"task": "saga.tick.relay_outbox", "schedule": settings.OUTBOX_RELAY_INTERVAL},
     "sweep-deadlines": {"task": "saga.tick.sweep_deadlines", "schedule": settings.DEADLINE_SWEEP_INTERVAL},
+    "purge-expired": {"task": "saga.tick.purge", "schedule": settings.RETENTION_INTERVAL},
 }
 
 

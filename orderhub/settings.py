@@ -1,4 +1,5 @@
 """One settings module, read from the environment; the defaults are for local development only."""
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -31,6 +32,7 @@ INSTALLED_APPS = [
     "workers.payments",
     "workers.shipping",
     "workers.notifications",
+    "axes",  # admin login throttling (below)
     "orderhub.console",  # last: its post_migrate sets up the roles once every app's permissions exist
 ]
 
@@ -48,7 +50,19 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
+
+# Admin logins are throttled (django-axes, https://django-axes.readthedocs.io/): after
+# ORDERHUB_LOGIN_FAILURE_LIMIT failed passwords for one username from one address, that pair is
+# refused (429) for ORDERHUB_LOGIN_COOLOFF_MINUTES; a success resets the count. API clients use
+# tokens, which never pass through here.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("ORDERHUB_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("ORDERHUB_LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True
 
 ROOT_URLCONF = "orderhub.urls"
 TEMPLATES = [
@@ -157,7 +171,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "orderhub.api.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["orderhub.api.throttling.UserRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": env("ORDERHUB_THROTTLE_RATE", default="6000/min")},
+    "DEFAULT_THROTTLE_RATES": {"user": env("ORDERHUB_THROTTLE_RATE", default="6000/min"),
+                               "reads": env("ORDERHUB_READ_THROTTLE_RATE", default="60000/min")},
 }
 SPECTACULAR_SETTINGS = {"TITLE": "OrderHub API", "VERSION": "1.0.0"}
 
@@ -179,6 +194,23 @@ REPLAY_MAX_PER_REQUEST = env.int("ORDERHUB_REPLAY_MAX_PER_REQUEST", default=100)
 
 # GET /metrics (orderhub/metrics.py): when set, Prometheus must send `Authorization: Bearer <token>`.
 METRICS_TOKEN = env("ORDERHUB_METRICS_TOKEN", default="")
+
+# Retention (orderhub/retention.py): days each kind of row is kept, purged by beat every
+# RETENTION_INTERVAL seconds in batches of RETENTION_BATCH rows, at most RETENTION_RUN_SECONDS a run.
+RETENTION_OUTBOX_DAYS = env.float("ORDERHUB_RETENTION_OUTBOX_DAYS", default=7)
+RETENTION_SAGA_EVENTS_DAYS = env.float("ORDERHUB_RETENTION_SAGA_EVENTS_DAYS", default=30)
+RETENTION_DEAD_LETTER_DAYS = env.float("ORDERHUB_RETENTION_DEAD_LETTER_DAYS", default=30)
+RETENTION_INBOX_DAYS = env.float("ORDERHUB_RETENTION_INBOX_DAYS", default=90)
+RETENTION_IDEMPOTENCY_KEY_DAYS = env.float("ORDERHUB_RETENTION_IDEMPOTENCY_KEY_DAYS", default=1)
+RETENTION_INTERVAL = env.float("ORDERHUB_RETENTION_INTERVAL", default=300.0)
+RETENTION_BATCH = env.int("ORDERHUB_RETENTION_BATCH", default=500)
+RETENTION_RUN_SECONDS = env.float("ORDERHUB_RETENTION_RUN_SECONDS", default=20.0)
+if RETENTION_INBOX_DAYS < RETENTION_DEAD_LETTER_DAYS:
+    # A replayed dead letter must still find its inbox row, or its command would run a second time.
+    raise RuntimeError("ORDERHUB_RETENTION_INBOX_DAYS must be at least ORDERHUB_RETENTION_DEAD_LETTER_DAYS")
+
+# /health/ (orderhub/health.py): its details for `Authorization: Bearer <token>` (staff see them anyway).
+HEALTH_TOKEN = env("ORDERHUB_HEALTH_TOKEN", default="")
 
 # --- Production (ORDERHUB_ENV=production) ------------------------------------------------------
 # The sandbox provider's fault tokens (tok_slow, tok_void_broken, ...) act only while this is on:

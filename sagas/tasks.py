@@ -56,6 +56,14 @@ def relay_outbox():
     return _sweep("outbox relay", lambda: outbox.relay(older_than=settings.OUTBOX_RELAY_GRACE))
 
 
+@shared_task(name="saga.tick.purge", ignore_result=True)
+def purge_expired():
+    """What has outlived its retention (orderhub/retention.py), in short batches."""
+    from orderhub import retention
+
+    return _sweep("retention purge", lambda: sum(retention.purge().values()))
+
+
 @shared_task(name="saga.tick.sweep_deadlines", ignore_result=True)
 def sweep_deadlines():
     """Beat's tick does not sweep: it queues a marker into saga.replies, behind every reply already
