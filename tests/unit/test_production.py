@@ -23,7 +23,9 @@ REAL = {
 
 
 def manage(*args, **env):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERHUB_", "FLOWER_"))}
+    # Not this session's ORDERHUB_* nor DJANGO_ALLOW_ASYNC_UNSAFE (the browser test sets it; a deployment must not).
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("ORDERHUB_", "FLOWER_")) and k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=clean | env, capture_output=True,
                           text=True, timeout=120)
 
