@@ -2,9 +2,11 @@
 import re
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from orderhub.orders.models import Order, OrderItem, Product
+from orderhub.orders.models import FAILURE_REASONS, Order, OrderItem, OrderStatus, Product
+from sagas.models import SagaStatus, StepStatus
 
 MAX_ITEMS = 50
 MAX_QUANTITY = 1000
@@ -76,22 +78,39 @@ class OrderItemSerializer(serializers.ModelSerializer):
 
 class SagaStepSerializer(serializers.Serializer):
     name = serializers.CharField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=StepStatus.choices)
     attempts = serializers.IntegerField()
     compensation_attempts = serializers.IntegerField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
-    compensated_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    compensated_at = serializers.DateTimeField(allow_null=True)
+
+    class Meta:
+        ref_name = "SagaStep"
 
 
 class SagaSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    status = serializers.CharField()
+    status = serializers.ChoiceField(choices=SagaStatus.choices)
     current_step = serializers.IntegerField()
     steps = SagaStepSerializer(many=True, source="steps.all")
 
+    class Meta:
+        ref_name = "Saga"
+
+
+class ShippingAddressOutputSerializer(ShippingAddressSerializer):
+    class Meta:
+        ref_name = "ShippingAddress"
+
 
 class OrderSerializer(serializers.ModelSerializer):
+    status = serializers.ChoiceField(choices=OrderStatus.choices, read_only=True)
+    failure_reason = serializers.ChoiceField(choices=FAILURE_REASONS, allow_null=True, read_only=True,
+                                             help_text="Why the order did not complete (null while it has not "
+                                                       "failed). A code this list lacks may appear: treat it as "
+                                                       "a failure.")
+    shipping_address = ShippingAddressOutputSerializer(read_only=True)
     items = OrderItemSerializer(many=True, read_only=True)
     saga = serializers.SerializerMethodField()
 
@@ -102,6 +121,7 @@ class OrderSerializer(serializers.ModelSerializer):
             "created_at", "updated_at", "saga",
         ]
 
+    @extend_schema_field(SagaSerializer(allow_null=True))
     def get_saga(self, order) -> dict | None:
         saga = self.context.get("sagas", {}).get(order.saga_id)
         return SagaSerializer(saga).data if saga is not None else None

@@ -10,6 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from orderhub.api.errors import Conflict, Overloaded, Unprocessable
+from orderhub.api.schema import ErrorSerializer
 from orderhub.api.serializers import OrderCreateSerializer, OrderSerializer, ProductSerializer
 from orderhub.orders import admission, selectors, services
 from orderhub.orders.models import Order, OrderStatus
@@ -56,7 +57,9 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     @extend_schema(
         parameters=[OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER, required=False,
-                                     description="The ETag of a previous answer: 304 while the order is unchanged.")],
+                                     description="The ETag of a previous answer: 304 while the order is unchanged."),
+                    OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=["200", "304"], required=True,
+                                     description="This representation's tag, for If-None-Match.")],
         responses={200: OrderSerializer, 304: OpenApiResponse(description="Not modified since that ETag.")},
     )
     def retrieve(self, request, *args, **kwargs):
@@ -72,10 +75,24 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     @extend_schema(
         request=OrderCreateSerializer,
-        responses={202: OrderSerializer, 503: OpenApiResponse(description=(
-            "Refused at the door, nothing created: too many orders in progress "
-            "(ORDERHUB_ADMISSION_MAX_IN_FLIGHT). Retry after the Retry-After header's seconds."))},
-        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+        responses={
+            202: OpenApiResponse(OrderSerializer, "Accepted: the order is placed and its saga started (or, with an "
+                                                  "Idempotency-Key used before with the same body, that order)."),
+            422: OpenApiResponse(ErrorSerializer, "`idempotency_key_reused`: the key was used with another body, or "
+                                                  "is longer than 255 characters."),
+            503: OpenApiResponse(ErrorSerializer, "`overloaded`: refused at the door, nothing created: too many "
+                                                  "orders in progress (ORDERHUB_ADMISSION_MAX_IN_FLIGHT). Retry "
+                                                  "after the Retry-After header's seconds."),
+        },
+        parameters=[
+            OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+                             description="Up to 255 characters. The same key and body again answer the same order."),
+            OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=["202"], required=True,
+                             description="The order's URL."),
+            OpenApiParameter("Idempotent-Replayed", str, OpenApiParameter.HEADER, response=["202"], required=False,
+                             enum=["true"], description="Present when the answer is an order placed earlier "
+                                                        "with the same Idempotency-Key."),
+        ],
     )
     def create(self, request, *args, **kwargs):
         payload = OrderCreateSerializer(data=request.data)
@@ -101,7 +118,10 @@ class OrderViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             headers["Idempotent-Replayed"] = "true"
         return Response(self.get_serializer(order).data, status=status.HTTP_202_ACCEPTED, headers=headers)
 
-    @extend_schema(request=None, responses={202: OrderSerializer})
+    @extend_schema(request=None, responses={
+        202: OpenApiResponse(OrderSerializer, "Accepted: the saga compensates what it did."),
+        409: OpenApiResponse(ErrorSerializer, "`not_cancellable`: past the pivot (payment captured), or final."),
+    })
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
         order = self.get_object()

@@ -29,6 +29,13 @@ class OrderStatus(models.TextChoices):
     RESOLVED = "resolved"
 
 
+# Every failure_reason an order can end with: the participants' business answers, then the engine's.
+FAILURE_REASONS = [
+    "out_of_stock", "payment_declined", "insufficient_funds", "address_unsupported", "not_authorized",
+    "already_captured", "already_compensated", "cancelled_by_client", "deadline_exceeded", "retries_exhausted",
+    "infrastructure_unavailable", "handler_error", "forward_step_stuck",
+]
+
 FINAL_ORDER_STATUSES = (OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.CANCELLED, OrderStatus.RESOLVED)
 
 
