@@ -14,24 +14,10 @@ class AuditEntryAdmin(ReadOnlyAdmin):
     date_hierarchy = "at"
 
 
-# API tokens are secrets: the admin lists whose they are and when they were made, never the key.
+# DRF's plain tokens are gone (hashed into API keys, orderhub/apikeys): not in the admin at all.
 try:
-    from rest_framework.authtoken.admin import TokenAdmin
     from rest_framework.authtoken.models import TokenProxy
 
     admin.site.unregister(TokenProxy)
-
-    @admin.register(TokenProxy)
-    class MaskedTokenAdmin(TokenAdmin):
-        list_display = ["masked_key", "user", "created"]
-        fields = ["user"]
-        search_fields = ["user__username"]
-
-        @admin.display(description="key")
-        def masked_key(self, token):
-            return f"{token.key[:4]}…"
-
-        def has_change_permission(self, request, obj=None):
-            return False
-except admin.sites.NotRegistered:  # DRF did not register it (an older version)
+except admin.sites.NotRegistered:
     pass

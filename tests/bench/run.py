@@ -116,7 +116,7 @@ def seed():
     from decimal import Decimal
 
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from orderhub.apikeys.services import key_create
 
     from orderhub.orders.models import Product
     from workers.inventory.models import StockItem
@@ -124,7 +124,7 @@ def seed():
     Product.objects.create(sku="SKU-BENCH", name="Bench item", price=Decimal("10.00"))
     StockItem.objects.create(sku="SKU-BENCH", available=100_000_000)
     client = get_user_model().objects.create(username=f"bench-{uuid.uuid4().hex[:6]}")
-    return client, Token.objects.create(user=client).key
+    return client, key_create(client=client, name="bench")[1]
 
 
 def start_orderhub(env, concurrency=DEFAULT_CONCURRENCY):

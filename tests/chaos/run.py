@@ -124,7 +124,7 @@ def reset_world(env):
 
 def seed(rng):
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from orderhub.apikeys.services import key_create
 
     from orderhub.orders.models import Product
     from workers.inventory.models import StockItem
@@ -139,7 +139,7 @@ def seed(rng):
     StockItem.objects.create(sku="CH-SCARCE", available=10)
     initial["CH-SCARCE"] = 10
     client = get_user_model().objects.create(username=f"chaos-{uuid.uuid4().hex[:6]}")
-    return initial, Token.objects.create(user=client).key
+    return initial, key_create(client=client, name="chaos")[1]
 
 
 def start_cluster(env, args):

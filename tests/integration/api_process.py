@@ -6,8 +6,8 @@ import uuid
 
 import requests
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 
+from orderhub.apikeys.services import key_create
 from tests.conftest import eventually
 from tests.integration.helpers import ADDRESS
 from tests.support.cluster import Cluster
@@ -34,7 +34,7 @@ class Api:
         """A session as a new API client (a user of its own, with its own token and throttle)."""
         user = get_user_model().objects.create(username=f"client-{uuid.uuid4().hex[:8]}")
         session = requests.Session()
-        session.headers["Authorization"] = f"Token {Token.objects.create(user=user).key}"
+        session.headers["Authorization"] = f"Token {key_create(client=user, name='test')[1]}"
         return session
 
     def _answering(self):

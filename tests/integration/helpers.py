@@ -3,9 +3,9 @@ import uuid
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from orderhub.apikeys.services import key_create
 from orderhub.orders.models import FINAL_ORDER_STATUSES, Order, OrderStatus, Product
 from tests.conftest import eventually
 from workers.inventory.models import StockItem
@@ -23,7 +23,7 @@ def product(sku="SKU-MUG", *, price="12.50", stock=100):
 def api_client(name=None):
     user = get_user_model().objects.create(username=name or f"client-{uuid.uuid4().hex[:8]}")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key_create(client=user, name='test')[1]}")
     return client
 
 

@@ -16,10 +16,11 @@ def create_api_client(name) -> str:
     return out.getvalue()
 
 
-def test_create_api_client_prints_only_the_token():
+def test_create_api_client_prints_only_the_key():
     output = create_api_client("acme")
 
-    assert re.fullmatch(r"[0-9a-f]{40}\n", output), repr(output)
+    # An API key: its public prefix, a dot, its secret (orderhub/apikeys).
+    assert re.fullmatch(r"[A-Za-z0-9]{8}\.[A-Za-z0-9]{32}\n", output), repr(output)
 
 
 def test_the_printed_token_authenticates_the_new_client():

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
 
+from orderhub.apikeys.services import key_create
 from orderhub.orders.models import Product
 from tests.integration.helpers import ADDRESS
 
@@ -18,8 +18,8 @@ pytestmark = pytest.mark.django_db(databases="__all__")
 def test_a_generated_client_has_typed_models_that_read_real_answers(client, django_user_model, tmp_path,
                                                                    monkeypatch):
     Product.objects.get_or_create(sku="SKU-GEN", defaults={"name": "Generated mug", "price": "4.00"})
-    token = Token.objects.create(user=django_user_model.objects.create(username="generated-client"))
-    auth = {"HTTP_AUTHORIZATION": f"Token {token.key}"}
+    _, key = key_create(client=django_user_model.objects.create(username="generated-client"), name="generated")
+    auth = {"HTTP_AUTHORIZATION": f"Token {key}"}
     (tmp_path / "schema.json").write_bytes(client.get("/api/schema/?format=json", **auth).content)
 
     generator = Path(sys.executable).with_name("openapi-python-client")

@@ -7,10 +7,10 @@ import factory
 import pytest
 from django.contrib.auth import get_user_model
 from factory.django import DjangoModelFactory
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from contracts import Command
+from orderhub.apikeys.services import key_create
 from orderhub.orders import admission
 from orderhub.orders.models import Order, Product
 from sagas.models import OutboxMessage, SagaInstance
@@ -42,7 +42,7 @@ class ApiClientUserFactory(DjangoModelFactory):
 
 def api_as(user) -> APIClient:
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {key_create(client=user, name='test')[1]}")
     return api
 
 

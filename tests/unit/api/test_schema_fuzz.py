@@ -10,7 +10,6 @@ from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -19,6 +18,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from orderhub.apikeys.services import key_create
 from orderhub.orders.models import Product
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -29,7 +29,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture
 def token(django_user_model):
     Product.objects.get_or_create(sku="SKU-FUZZ", defaults={"name": "Fuzzed mug", "price": "9.50"})
-    return Token.objects.create(user=django_user_model.objects.create(username="fuzz-client")).key
+    return key_create(client=django_user_model.objects.create(username="fuzz-client"), name="fuzz")[1]
 
 
 def served_schema() -> dict:

@@ -9,7 +9,6 @@ from django.test import Client
 from orderhub.console.models import AuditEntry
 from orderhub.deadletters.models import DeadLetter
 from tests.unit.console.test_actions import letter, parked_order
-from rest_framework.authtoken.models import Token
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -92,13 +91,22 @@ def test_a_restock_form_submitted_twice_restocks_once():
     assert logged_in("viewers").post(url, form).status_code == 403
 
 
-def test_api_tokens_are_never_listed_in_clear():
+def test_api_keys_are_never_shown_in_the_admin():
+    from orderhub.apikeys.services import key_create
+
     user = User.objects.create_superuser("root", password="pw")
-    token = Token.objects.create(user=User.objects.create(username="client"))
+    key, raw = key_create(client=User.objects.create(username="client"), name="shop backend")
     client = Client()
     client.force_login(user)
-    listing = client.get("/admin/authtoken/tokenproxy/").content.decode()
-    assert "client" in listing and token.key not in listing
+    listing = client.get("/admin/apikeys/clientapikey/").content.decode()
+    assert "shop backend" in listing and key.prefix in listing
+    page = client.get(f"/admin/apikeys/clientapikey/{key.pk}/change/").content.decode()
+    for shown in (listing, page):
+        # Not the key, nor its secret part. (Its SHA-512 is in the change page's links: the library
+        # makes it part of the row's primary key; a hash of 32 random characters gives nothing away.)
+        assert raw not in shown
+        assert raw.partition(".")[2] not in shown
+    assert client.get("/admin/authtoken/tokenproxy/").status_code == 404  # the clear tokens are gone
 
 
 def test_orders_cannot_be_deleted_from_the_admin():

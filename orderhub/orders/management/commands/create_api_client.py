@@ -1,7 +1,8 @@
-"""Create an API client and print only its token."""
+"""Create an API client and print only its first API key (more: `manage.py api_keys`)."""
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from rest_framework.authtoken.models import Token
+
+from orderhub.apikeys.services import key_create
 
 
 class Command(BaseCommand):
@@ -18,4 +19,4 @@ class Command(BaseCommand):
         user.set_unusable_password()
         user.full_clean(exclude=["password"])
         user.save()
-        self.stdout.write(Token.objects.create(user=user).key)
+        self.stdout.write(key_create(client=user, name="first key")[1])

@@ -5,7 +5,6 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
-from rest_framework.authtoken.models import Token
 
 from orderhub.console.roles import OPERATORS, VIEWERS, setup_roles
 from orderhub.orders.models import Product
@@ -50,11 +49,27 @@ class Command(BaseCommand):
         viewer.save()
         viewer.groups.add(Group.objects.get(name=VIEWERS))
         client, _ = users.objects.get_or_create(username="demo-client")
-        token, _ = Token.objects.get_or_create(user=client)
+        key = _demo_key(client, token_file)
         with open(token_file, "w") as fh:
-            fh.write(token.key + "\n")
+            fh.write(key + "\n")
         self.stdout.write(f"catalogue: {len(CATALOGUE)} products with stock")
         self.stdout.write(f"operator (Django admin, group operators: {roles[OPERATORS]} permissions): "
                           f"{operator_name} / {operator_password}")
         self.stdout.write(f"viewer (Django admin, read only): {viewer_name} / {viewer_password}")
-        self.stdout.write(f"demo client API token: {token.key}  (also in {token_file})")
+        self.stdout.write(f"demo client API key: {key}  (also in {token_file})")
+
+
+def _demo_key(client, token_file) -> str:
+    """The demo client's key: the one in the token file while it still works (keys are stored
+    hashed, so it cannot be read back from the database), else a new one."""
+    from orderhub.apikeys.services import key_create, key_find
+
+    try:
+        with open(token_file) as fh:
+            kept = fh.read().strip()
+    except OSError:
+        kept = ""
+    found = key_find(kept) if kept else None
+    if found is not None and found.client_id == client.id and not found.has_expired:
+        return kept
+    return key_create(client=client, name="demo")[1]
