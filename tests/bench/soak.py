@@ -2,7 +2,12 @@
 --orders sagas (default 20,000) through the service in chunks of 1,000 from --threads threads,
 honouring admission control, and reads every process's resident memory (VmRSS, a process and its
 children) after each chunk has ended. The bar: every process ends within 10% of where it was after
-the first 1,000. Prints the table, writes JSON under var/bench-results/, exits 1 past the bar."""
+the first 1,000. Prints the table, writes JSON under var/bench-results/, exits 1 past the bar.
+
+With --retention-seconds S, every retention (orderhub/retention.py) is S seconds and beat purges
+every 10 s: the rows of the tables the purge keeps (outbox, saga events, each inbox, idempotency
+keys) are counted after each chunk too, and the same bar holds for them (within 10% of the first
+chunk's), so the run shows the purge keeping them flat."""
 import argparse
 import json
 import sys
@@ -20,12 +25,53 @@ def rss_mb(pids):
     return round(sum(bench.status_mb(pids, "VmRSS")), 1)
 
 
+def place_with_a_key(client) -> str:
+    """bench.place_by_service, each order with an Idempotency-Key (as a careful client sends)."""
+    import uuid
+
+    from orderhub.orders.admission import Overloaded
+    from orderhub.orders.services import order_place
+
+    while True:
+        try:
+            order, _ = order_place(client=client, items=[{"sku": "SKU-BENCH", "quantity": 1}],
+                                   payment_token="tok_ok", shipping_address=bench.ADDRESS,
+                                   idempotency_key=str(uuid.uuid4()), fingerprint="soak")
+            return str(order.id)
+        except Overloaded as exc:
+            bench.REFUSED["service"] += 1
+            time.sleep(exc.retry_after)
+
+
+def table_rows() -> dict[str, int]:
+    """Rows now in each table the retention purge keeps."""
+    from django.apps import apps
+    from django.db import close_old_connections
+    from django.conf import settings
+
+    from orderhub.orders.models import Order
+    from sagas.models import OutboxMessage, SagaEvent
+
+    close_old_connections()
+    rows = {"outbox": OutboxMessage.objects.count(), "saga events": SagaEvent.objects.count(),
+            "orders with an idempotency key": Order.objects.filter(idempotency_key__isnull=False).count()}
+    for domain in settings.SERVICE_DATABASES:
+        rows[f"{domain} inbox"] = apps.get_model(domain, "Inbox").objects.using(domain).count()
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--retention-seconds", type=float, default=None)
     args = parser.parse_args(argv)
     env = bench.bench_env()
+    if args.retention_seconds:
+        days = str(args.retention_seconds / 86400)
+        env |= {f"ORDERHUB_RETENTION_{kind}_DAYS": days
+                for kind in ("OUTBOX", "SAGA_EVENTS", "DEAD_LETTER", "INBOX", "IDEMPOTENCY_KEY")}
+        env |= {"ORDERHUB_RETENTION_INTERVAL": "10"}
     import os
 
     os.environ.update({k: v for k, v in env.items() if k.startswith(("ORDERHUB_", "BENCH_", "DJANGO_"))})
@@ -47,13 +93,14 @@ def main(argv=None):
         while done < args.orders:
             n = min(CHUNK, args.orders - done)
             with ThreadPoolExecutor(max_workers=args.threads) as pool:
-                ids = list(pool.map(lambda _: bench.place_by_service(client), range(n)))
+                ids = list(pool.map(lambda _: place_with_a_key(client), range(n)))
             for status, *_ in bench.orders_ended(ids, 600):
                 outcomes[status] = outcomes.get(status, 0) + 1
             done += n
             sample = {name: rss_mb(bench.tree(pid)) for name, pid in processes.items()}
-            samples.append({"sagas": done, "rss_mb": sample, "elapsed_s": round(time.monotonic() - started)})
-            bench.say(f"{done} sagas, {outcomes}, RSS MB {sample}")
+            samples.append({"sagas": done, "rss_mb": sample, "elapsed_s": round(time.monotonic() - started),
+                            "rows": table_rows() if args.retention_seconds else {}})
+            bench.say(f"{done} sagas, {outcomes}, RSS MB {sample}, rows {samples[-1]['rows']}")
     finally:
         cluster.stop_all()
     first, last = samples[0]["rss_mb"], samples[-1]["rss_mb"]
@@ -64,6 +111,15 @@ def main(argv=None):
     print(f"\noutcomes: {outcomes}; {samples[-1]['sagas'] / samples[-1]['elapsed_s']:.1f} sagas/s over "
           f"{samples[-1]['elapsed_s']} s; refused at the door and retried: {bench.REFUSED['service']}")
     over = {name: g for name, g in growth.items() if g > BAR}
+    if args.retention_seconds:
+        first_rows, last_rows = samples[0]["rows"], samples[-1]["rows"]
+        print(f"\n{'table (retention ' + format(args.retention_seconds, 'g') + ' s)':34} {'after 1,000':>12} "
+              f"{'after ' + format(samples[-1]['sagas'], ','):>14} {'most':>8}")
+        for table in first_rows:
+            most = max(s["rows"][table] for s in samples)
+            print(f"{table:34} {first_rows[table]:>12} {last_rows[table]:>14} {most:>8}")
+            if last_rows[table] > first_rows[table] * (1 + BAR):
+                over[f"rows:{table}"] = round(last_rows[table] / max(first_rows[table], 1) - 1, 3)
     print("soak:", f"RSS grew more than {BAR:.0%}: {over}" if over else f"every process within {BAR:.0%}")
     out = bench.ROOT / "var" / "bench-results"
     out.mkdir(parents=True, exist_ok=True)
