@@ -421,6 +421,14 @@ def ratio(ours, theirs):
     return f"{ours / theirs:.2f}x" if ours and theirs else "-"
 
 
+def print_table(heads, rows):
+    """(name, ours, theirs) rows beside each other, with ours as a ratio of theirs."""
+    print(f"\n{heads[0]:34} {heads[1]:>10} {heads[2]:>10} {'ratio':>8}")
+    for name, ours, theirs in rows:
+        print(f"{name:34} {ours if ours is not None else '-':>10} {theirs if theirs is not None else '-':>10} "
+              f"{ratio(ours, theirs):>8}")
+
+
 def report(results):
     oh, ch = results["orderhub"], results["chain"]
     rows = [
@@ -437,10 +445,7 @@ def report(results):
         ("CPU ms per saga, all (service burst)", round(sum(oh["costs"]["cpu_ms_per_saga"].values()), 1),
          round(sum(ch["costs"]["cpu_ms_per_saga"].values()), 1)),
     ]
-    print(f"\n{'figure':34} {'OrderHub':>10} {'chain':>10} {'ratio':>8}")
-    for name, ours, theirs in rows:
-        print(f"{name:34} {ours if ours is not None else '-':>10} {theirs if theirs is not None else '-':>10} "
-              f"{ratio(ours, theirs):>8}")
+    print_table(("figure", "OrderHub", "chain"), rows)
     print(f"\noutcomes: service burst {oh['service_burst']['outcomes']}, API burst {oh['api_burst']['outcomes']} "
           f"(API accepted {oh['api_burst']['accept_rate']} orders/s; refused at the door and retried: "
           f"{oh.get('refused', {})})")
@@ -460,10 +465,7 @@ def report(results):
             ("CPU ms per saga, all (REST burst)", round(sum(on["api_costs"]["cpu_ms_per_saga"].values()), 1),
              round(sum(off["api_costs"]["cpu_ms_per_saga"].values()), 1)),
         ]
-        print(f"\n{'what tracing costs':34} {'on':>10} {'off':>10} {'ratio':>8}")
-        for name, traced, plain in rows:
-            print(f"{name:34} {traced if traced is not None else '-':>10} {plain if plain is not None else '-':>10} "
-                  f"{ratio(traced, plain):>8}")
+        print_table(("what tracing costs", "on", "off"), rows)
         print(f"spans received while tracing: {on['spans_received']}; outcomes {on['api_burst']['outcomes']}")
 
 
