@@ -224,9 +224,10 @@ RETENTION_SAGA_EVENTS_DAYS = env.float("ORDERHUB_RETENTION_SAGA_EVENTS_DAYS", de
 RETENTION_DEAD_LETTER_DAYS = env.float("ORDERHUB_RETENTION_DEAD_LETTER_DAYS", default=30)
 RETENTION_INBOX_DAYS = env.float("ORDERHUB_RETENTION_INBOX_DAYS", default=90)
 RETENTION_IDEMPOTENCY_KEY_DAYS = env.float("ORDERHUB_RETENTION_IDEMPOTENCY_KEY_DAYS", default=1)
-RETENTION_INTERVAL = env.float("ORDERHUB_RETENTION_INTERVAL", default=300.0)
+# The purge runs in an orchestrator (a tick), which applies no reply meanwhile: short runs, often.
+RETENTION_INTERVAL = env.float("ORDERHUB_RETENTION_INTERVAL", default=60.0)
 RETENTION_BATCH = env.int("ORDERHUB_RETENTION_BATCH", default=500)
-RETENTION_RUN_SECONDS = env.float("ORDERHUB_RETENTION_RUN_SECONDS", default=20.0)
+RETENTION_RUN_SECONDS = env.float("ORDERHUB_RETENTION_RUN_SECONDS", default=3.0)
 if RETENTION_INBOX_DAYS < RETENTION_DEAD_LETTER_DAYS:
     # A replayed dead letter must still find its inbox row, or its command would run a second time.
     raise RuntimeError("ORDERHUB_RETENTION_INBOX_DAYS must be at least ORDERHUB_RETENTION_DEAD_LETTER_DAYS")
