@@ -123,8 +123,14 @@ def _dlq_consumers() -> dict[str, int]:
     return {name: consumers.get(name, 0) for name in (topology.dlq_name(q) for q in topology.DEAD_LETTERED)}
 
 
+def _provider_circuit():
+    from workers.payments import circuit
+
+    return circuit.state()
+
+
 SYSTEM = {"beat_last_tick_age_s": _beat_last_tick_age, "outbox_oldest_unpublished_age_s": _outbox_lag_probe,
-          "dlq_consumers": _dlq_consumers}
+          "dlq_consumers": _dlq_consumers, "payments_provider_circuit": _provider_circuit}
 
 
 def _warnings(system) -> list[str]:
@@ -142,6 +148,9 @@ def _warnings(system) -> list[str]:
         idle = sorted(name for name, count in consumers.items() if not count)
         if idle:
             found.append(f"archiver: nobody consumes {', '.join(idle)}")
+    if system.get("payments_provider_circuit") in ("open", "half-open"):
+        found.append(f"payments: the provider's circuit is {system['payments_provider_circuit']} "
+                     "(payments are held and retried)")
     for name, value in system.items():
         if isinstance(value, str) and value.startswith("error"):
             found.append(f"{name}: {value}")

@@ -35,7 +35,8 @@ class SystemCollector:
         errors = GaugeMetricFamily("orderhub_scrape_errors", "Parts of this scrape that could not be read",
                                    labels=["part"])
         for part, read in [("orders", _orders), ("sagas", _sagas), ("outbox", _outbox), ("beat", _beat),
-                           ("queues", _queues), ("dead_letters", _dead_letters), ("counters", _counters)]:
+                           ("queues", _queues), ("dead_letters", _dead_letters), ("counters", _counters),
+                           ("circuits", _circuits)]:
             try:
                 yield from list(read())
             except Exception as exc:
@@ -120,6 +121,15 @@ def _dead_letters():
         counts[key] = counts.get(key, 0) + n
     for labels, n in sorted(counts.items()):
         family.add_metric(list(labels), n)
+    yield family
+
+
+def _circuits():
+    from workers.payments import circuit
+
+    family = GaugeMetricFamily("orderhub_circuit_state", "A circuit breaker's state: 0 closed, 1 half-open, 2 open",
+                               labels=["circuit"])
+    family.add_metric([circuit.NAME], circuit.STATES.get(circuit.state(), 0))
     yield family
 
 

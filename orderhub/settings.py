@@ -232,6 +232,11 @@ if RETENTION_INBOX_DAYS < RETENTION_DEAD_LETTER_DAYS:
     # A replayed dead letter must still find its inbox row, or its command would run a second time.
     raise RuntimeError("ORDERHUB_RETENTION_INBOX_DAYS must be at least ORDERHUB_RETENTION_DEAD_LETTER_DAYS")
 
+# The payment provider's circuit breaker (workers/payments/circuit.py): open after this many
+# timeouts in a row, for this many seconds, then one trial call.
+PROVIDER_CIRCUIT_FAIL_MAX = env.int("ORDERHUB_PROVIDER_CIRCUIT_FAIL_MAX", default=5)
+PROVIDER_CIRCUIT_RESET_SECONDS = env.float("ORDERHUB_PROVIDER_CIRCUIT_RESET_SECONDS", default=30.0)
+
 # /health/ (orderhub/health.py): its details for `Authorization: Bearer <token>` (staff see them anyway).
 HEALTH_TOKEN = env("ORDERHUB_HEALTH_TOKEN", default="")
 

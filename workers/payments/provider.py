@@ -12,6 +12,9 @@
                             lifts the fault (`manage.py sandbox lift tok_void_broken`)
     anything else           declines: payment_declined (unknown token)
 
+A provider outage (`manage.py sandbox outage on|off`) times out every authorize, capture and void
+until it is switched off; the circuit breaker (workers/payments/circuit.py) then stops calling.
+
 The faults (every token above but tok_ok and the declines) act only while ORDERHUB_SANDBOX is on,
 the local default. With it off (production's default) a fault token is an ordinary card: it
 approves, and nothing times out, sleeps or is lost.
@@ -31,6 +34,7 @@ from django.db import transaction
 from django.db.models import F
 
 from workers.messaging import TransientError
+from workers.payments import circuit
 from workers.payments.models import ProviderCharge, SandboxFault
 
 DB = "provider"
@@ -83,7 +87,39 @@ def fault_lift(name, *, lifted=True):
         SandboxFault.objects.using(DB).update_or_create(key=f"lift:{name}", defaults={"lifted": lifted})
 
 
-def authorize(*, token: str, amount: Decimal, idempotency_key: str) -> Outcome:
+OUTAGE = "outage"
+
+
+def outage(on: bool):
+    fault_lift(OUTAGE, lifted=on)
+
+
+def outage_calls() -> int:
+    """How many calls the provider has had during outages (each one timed out)."""
+    fault = SandboxFault.objects.using(DB).filter(key=f"{OUTAGE}:calls").first()
+    return fault.failures if fault else 0
+
+
+def _down():
+    if settings.SANDBOX and fault_lifted(OUTAGE):
+        _failures_so_far(f"{OUTAGE}:calls")
+        raise ProviderTimeout("the provider is down (sandbox outage)")
+
+
+def authorize(**kwargs) -> Outcome:
+    return circuit.guarded(_authorize, **kwargs)
+
+
+def capture(**kwargs) -> Outcome:
+    return circuit.guarded(_capture, **kwargs)
+
+
+def void(**kwargs):
+    return circuit.guarded(_void, **kwargs)
+
+
+def _authorize(*, token: str, amount: Decimal, idempotency_key: str) -> Outcome:
+    _down()
     existing = ProviderCharge.objects.using(DB).filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         if fault(existing.token, "tok_timeout"):
@@ -118,7 +154,8 @@ def charge_for(idempotency_key):
     return ProviderCharge.objects.using(DB).filter(idempotency_key=idempotency_key).first()
 
 
-def capture(*, ref: str) -> Outcome:
+def _capture(*, ref: str) -> Outcome:
+    _down()
     charge = ProviderCharge.objects.using(DB).get(ref=ref)
     if fault(charge.token, *CAPTURE_DECLINED) and charge.status == ProviderCharge.Status.AUTHORIZED:
         return Outcome(ref=ref, approved=False, decline_reason="payment_declined")
@@ -126,7 +163,8 @@ def capture(*, ref: str) -> Outcome:
     return Outcome(ref=ref, approved=True)
 
 
-def void(*, ref: str):
+def _void(*, ref: str):
+    _down()
     charge = ProviderCharge.objects.using(DB).get(ref=ref)
     if charge.status == ProviderCharge.Status.AUTHORIZED:
         if fault(charge.token, "tok_void_fails") and _failures_so_far(f"{ref}:void") < VOID_FAILURES:

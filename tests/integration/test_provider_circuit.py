@@ -1,0 +1,69 @@
+"""The payment provider's circuit breaker through a real payments worker: the provider goes down
+(the sandbox's outage switch), the circuit opens after the failure limit, the provider is then
+spared while commands are retried, /health/ says so, and once the provider is back a trial call
+closes the circuit: every order ends, no hold is left open, new orders complete."""
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from orderhub.orders.models import Order
+from tests.conftest import eventually
+from tests.integration.conftest import LOG_DIR
+from tests.integration.conftest import TestCluster as Processes
+from tests.integration.helpers import api_client, place, product, wait_ended
+from workers.payments import circuit, provider
+from workers.payments.models import ProviderCharge
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, databases="__all__")]
+RESET_SECONDS = 2.0
+
+
+@pytest.fixture
+def breaking_payments(live):
+    """The session's payments worker swapped for one whose circuit opens after 3 timeouts for 2 s
+    (the session's own opens only at a limit the other tests never reach)."""
+    live.kill("payments-1", signal.SIGTERM)
+    strict = Processes(live.env | {"ORDERHUB_PROVIDER_CIRCUIT_FAIL_MAX": "3",
+                                   "ORDERHUB_PROVIDER_CIRCUIT_RESET_SECONDS": str(RESET_SECONDS)}, Path(LOG_DIR))
+    try:
+        strict.wait_ready([strict.start("payments", index=8)])
+        yield
+    finally:
+        provider.outage(False)
+        strict.stop_all()
+        circuit.reset()
+        live.wait_ready([live.start("payments")])
+
+
+def test_an_outage_opens_the_circuit_spares_the_provider_and_a_trial_closes_it(breaking_payments):
+    sku = product(stock=20)
+    client = api_client()
+    provider.outage(True)
+    during = [place(client, sku=sku, token="tok_ok")["id"] for _ in range(4)]
+    eventually(lambda: circuit.state() == "open", timeout=30, message="the circuit to open")
+
+    staff = Client()
+    staff.force_login(get_user_model().objects.create(username="ops-circuit", is_staff=True))
+    assert any("circuit is open" in w for w in staff.get("/health/").json()["warnings"])
+
+    # Open: the orders' commands are retried, but the provider hears only the trial calls, one
+    # per reset period at most.
+    calls, since = provider.outage_calls(), time.monotonic()
+    time.sleep(3 * RESET_SECONDS)
+    spared = provider.outage_calls() - calls
+    assert spared <= (time.monotonic() - since) / RESET_SECONDS + 1, spared
+
+    provider.outage(False)
+    eventually(lambda: circuit.state() == "closed", timeout=30, message="a trial call to close the circuit")
+    ended = [wait_ended(order_id, timeout=60) for order_id in during]
+    assert all(order.status in ("completed", "failed") for order in ended), [o.status for o in ended]
+    failed = [f"{order.saga_id}:authorize" for order in ended if order.status == "failed"]
+    assert not ProviderCharge.objects.filter(idempotency_key__in=failed, status="authorized").exists()
+
+    after = wait_ended(place(client, sku=sku, token="tok_ok")["id"], timeout=30)
+    assert after.status == "completed"
+    assert Order.objects.get(id=after.id).failure_reason is None

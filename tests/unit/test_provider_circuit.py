@@ -1,0 +1,64 @@
+"""The payment provider's circuit breaker (workers/payments/circuit.py) with the real Redis and the
+sandbox's outage switch: it opens after the failure limit and then stops calling the provider,
+fails fast as a transient error, and closes after a successful trial once the provider is back."""
+import time
+import uuid
+from decimal import Decimal
+
+import pytest
+
+from workers.messaging import TransientError
+from workers.payments import circuit, provider
+
+pytestmark = pytest.mark.django_db(databases="__all__")
+
+
+@pytest.fixture
+def fresh_circuit(monkeypatch, settings):
+    """A circuit of this test's own (the integration suite's workers share Redis with this session)."""
+    monkeypatch.setattr(circuit, "NAME", f"test-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setattr(circuit, "_breaker", None)
+    settings.PROVIDER_CIRCUIT_FAIL_MAX = 3
+    settings.PROVIDER_CIRCUIT_RESET_SECONDS = 0.5
+    yield
+    circuit.reset()
+
+
+def authorize():
+    return provider.authorize(token="tok_ok", amount=Decimal("5.00"), idempotency_key=f"circuit-{uuid.uuid4()}")
+
+
+def test_the_circuit_opens_stops_calling_and_closes_again_after_a_good_trial(fresh_circuit):
+    provider.outage(True)
+    before = provider.outage_calls()
+    for _ in range(2):
+        with pytest.raises(provider.ProviderTimeout):
+            authorize()
+    with pytest.raises(circuit.ProviderUnavailable):  # the third timeout opens it
+        authorize()
+    assert circuit.state() == "open" and provider.outage_calls() == before + 3
+
+    for _ in range(10):  # open: nobody calls the provider, every payments worker fails fast
+        with pytest.raises(circuit.ProviderUnavailable) as failed:
+            authorize()
+        assert isinstance(failed.value, TransientError)  # so the command is retried, not failed
+    assert provider.outage_calls() == before + 3
+
+    time.sleep(0.6)  # past the reset timeout: the next call is a trial
+    with pytest.raises(circuit.ProviderUnavailable):
+        authorize()  # the provider is still down: open again after one call
+    assert provider.outage_calls() == before + 4 and circuit.state() == "open"
+
+    provider.outage(False)
+    time.sleep(0.6)
+    assert authorize().approved  # the trial succeeds
+    assert circuit.state() == "closed" and authorize().approved
+
+
+def test_the_providers_refusals_and_our_own_errors_do_not_open_it(fresh_circuit):
+    for _ in range(5):
+        with pytest.raises(provider.ProviderError):
+            provider.capture(ref="ch_no_such_charge")
+        assert not provider.authorize(token="tok_declined", amount=Decimal("5.00"),
+                                      idempotency_key=f"declined-{uuid.uuid4()}").approved
+    assert circuit.state() == "closed"

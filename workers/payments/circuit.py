@@ -1,0 +1,68 @@
+"""A circuit breaker around the payment provider (pybreaker), shared by every payments worker
+through Redis.
+
+Closed, calls go through. After PROVIDER_CIRCUIT_FAIL_MAX timeouts in a row it opens: for
+PROVIDER_CIRCUIT_RESET_SECONDS every call fails at once with ProviderUnavailable, a transient
+error, so the command is retried with backoff, held by RabbitMQ meanwhile, instead of hammering a
+provider that is down. Then one call goes through (half-open): a success closes the circuit, a
+timeout opens it again. Only the provider's timeouts count: its refusals are answers, and our own
+database's errors are ours. With Redis unreachable the circuit reads as closed (the provider is
+called, as without a breaker).
+
+Its state is in /health/ and in the metrics (orderhub_circuit_state, orderhub_circuit_rejected_total)."""
+import pybreaker
+import redis
+from django.conf import settings
+from prometheus_client import Counter
+
+from workers.messaging import TransientError
+
+NAME = "payments_provider"
+STATES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
+REJECTED = Counter("orderhub_circuit_rejected", "Calls the open circuit failed at once, by circuit", ["circuit"])
+
+
+class ProviderUnavailable(TransientError):
+    """The provider's circuit is open: retried later, like a timeout."""
+
+
+def _redis():
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=settings.REDIS_TIMEOUT,
+                                socket_connect_timeout=settings.REDIS_TIMEOUT)
+
+
+def _storage():
+    return pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, _redis(), namespace=f"orderhub:{NAME}")
+
+
+_breaker: pybreaker.CircuitBreaker | None = None
+
+
+def breaker() -> pybreaker.CircuitBreaker:
+    global _breaker
+    if _breaker is None:
+        from workers.payments.provider import ProviderTimeout
+
+        _breaker = pybreaker.CircuitBreaker(
+            fail_max=settings.PROVIDER_CIRCUIT_FAIL_MAX, reset_timeout=settings.PROVIDER_CIRCUIT_RESET_SECONDS,
+            state_storage=_storage(), exclude=[lambda exc: not isinstance(exc, ProviderTimeout)], name=NAME)
+    return _breaker
+
+
+def guarded(call, *args, **kwargs):
+    """`call(*args, **kwargs)` through the circuit."""
+    try:
+        return breaker().call(call, *args, **kwargs)
+    except pybreaker.CircuitBreakerError as exc:
+        REJECTED.labels(NAME).inc()
+        raise ProviderUnavailable(f"the payment provider's circuit is open ({exc})") from None
+
+
+def state() -> str:
+    """closed, open or half-open, as every payments worker sees it (health, metrics)."""
+    return _storage().state
+
+
+def reset():
+    """Close the circuit (tests, and an operator sure the provider is back)."""
+    breaker().close()
