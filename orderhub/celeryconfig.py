@@ -55,6 +55,8 @@ CELERY_DB_REUSE_MAX = 1_000_000
 
 # Ticks go to saga.ticks, which drops stale ones (a message TTL) instead of dead-lettering them;
 # a per-task `expires` would make RabbitMQ dead-letter every tick that waited too long.
+# Any number of beats may run; the one holding the lease ticks (orderhub/beat.py).
+beat_scheduler = "orderhub.beat:LeasedScheduler"
 beat_schedule = {
     "relay-outbox": {"task": "saga.tick.relay_outbox", "schedule": settings.OUTBOX_RELAY_INTERVAL},
     "sweep-deadlines": {"task": "saga.tick.sweep_deadlines", "schedule": settings.DEADLINE_SWEEP_INTERVAL},

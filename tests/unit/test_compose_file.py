@@ -148,3 +148,8 @@ def test_every_process_has_a_healthcheck_that_names_it():
         if name in WORKERS:
             node = _option(_argv(SERVICES[name]["command"]), "-n").split("@")[0]
             assert argv[-3:] == ["healthcheck", "worker", node], (name, argv)
+
+
+def test_two_beats_run_and_only_the_lease_holder_ticks():
+    assert SERVICES["beat"]["deploy"]["replicas"] == 2
+    assert "LeasedScheduler" in (ROOT / "orderhub" / "celeryconfig.py").read_text()

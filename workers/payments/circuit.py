@@ -5,7 +5,8 @@ Closed, calls go through. After PROVIDER_CIRCUIT_FAIL_MAX timeouts in a row it o
 PROVIDER_CIRCUIT_RESET_SECONDS every call fails at once with ProviderUnavailable, a transient
 error, so the command is retried with backoff, held by RabbitMQ meanwhile, instead of hammering a
 provider that is down. Then one call goes through (half-open): a success closes the circuit, a
-timeout opens it again. Only the provider's timeouts count: its refusals are answers, and our own
+timeout opens it again. (pybreaker keeps the time it opened to the whole second, so an open
+period may be up to a second shorter.) Only the provider's timeouts count: its refusals are answers, and our own
 database's errors are ours. With Redis unreachable the circuit reads as closed (the provider is
 called, as without a breaker).
 
