@@ -58,12 +58,15 @@ def test_an_outage_opens_the_circuit_spares_the_provider_and_a_trial_closes_it(b
     assert spared <= (time.monotonic() - since) / (RESET_SECONDS - 1) + 1, spared
 
     provider.outage(False)
-    eventually(lambda: circuit.state() == "closed", timeout=30, message="a trial call to close the circuit")
     ended = [wait_ended(order_id, timeout=60) for order_id in during]
     assert all(order.status in ("completed", "failed") for order in ended), [o.status for o in ended]
     failed = [f"{order.saga_id}:authorize" for order in ended if order.status == "failed"]
     assert not ProviderCharge.objects.filter(idempotency_key__in=failed, status="authorized").exists()
 
+    # Past its reset timeout the circuit lets a trial through: the next order's authorization,
+    # which succeeds and closes it.
+    eventually(lambda: circuit.state() == "half-open", timeout=10, message="the circuit to allow a trial")
     after = wait_ended(place(client, sku=sku, token="tok_ok")["id"], timeout=30)
     assert after.status == "completed"
     assert Order.objects.get(id=after.id).failure_reason is None
+    assert circuit.state() == "closed"

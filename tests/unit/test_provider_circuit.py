@@ -66,3 +66,15 @@ def test_the_providers_refusals_do_not_open_it(fresh_circuit):
         assert not provider.authorize(token="tok_declined", amount=Decimal("5.00"),
                                       idempotency_key=f"declined-{uuid.uuid4()}").approved
     assert circuit.state() == "closed"
+
+
+def test_an_open_circuit_past_its_timeout_reads_half_open_before_anyone_calls(fresh_circuit):
+    provider.outage(True)
+    for _ in range(3):
+        with pytest.raises(TransientError):
+            authorize()
+    assert circuit.state() == "open"
+    time.sleep(2.1)
+    assert circuit.state() == "half-open"  # nobody called meanwhile: the next call is the trial
+    provider.outage(False)
+    assert authorize().approved and circuit.state() == "closed"

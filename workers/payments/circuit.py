@@ -11,6 +11,8 @@ database's errors are ours. With Redis unreachable the circuit reads as closed (
 called, as without a breaker).
 
 Its state is in /health/ and in the metrics (orderhub_circuit_state, orderhub_circuit_rejected_total)."""
+from datetime import datetime, timezone
+
 import pybreaker
 import redis
 from django.conf import settings
@@ -60,8 +62,17 @@ def guarded(call, *args, **kwargs):
 
 
 def state() -> str:
-    """closed, open or half-open, as every payments worker sees it (health, metrics)."""
-    return _storage().state
+    """closed, open or half-open, as every payments worker sees it (health, metrics). pybreaker
+    moves on only when called: an open circuit past its reset timeout is reported half-open (the
+    next call is the trial), not open for as long as no payment comes."""
+    storage = _storage()
+    current = storage.state
+    if current == pybreaker.STATE_OPEN:
+        opened = storage.opened_at
+        if opened is not None and (datetime.now(timezone.utc) - opened).total_seconds() >= \
+                settings.PROVIDER_CIRCUIT_RESET_SECONDS:
+            return pybreaker.STATE_HALF_OPEN
+    return current
 
 
 def reset():
