@@ -43,6 +43,17 @@ class TransientError(Exception):
     """Worth trying again later: a timeout, a reset connection, a flaky provider."""
 
 
+class DependencyUnavailable(TransientError):
+    """A dependency's circuit is open (workers/payments/circuit.py): nothing was tried. The command
+    is held (RabbitMQ keeps it for `retry_after` seconds, when the circuit lets a trial through)
+    on a budget of its own, HELD_POLICY, so a provider's outage does not use up the step's own
+    retries, nor a compensation's."""
+
+    def __init__(self, message, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class CleanupOwed(TransientError):
     """A late command found its saga already compensated and must undo what an earlier copy did
     at an outside party (a hold at the payment provider) before it can answer. Retried with
@@ -171,13 +182,15 @@ def infrastructure_policy() -> Retry:
 
 # A provider hold left by a command whose saga is gone is released whatever it takes: about a day.
 CLEANUP_POLICY = Retry(attempts=1500, initial=1.0, coefficient=2.0, maximum=60.0)
+# Held while a dependency's circuit is open: up to 120 holds (an hour at the default 30 s).
+HELD_POLICY = Retry(attempts=120, initial=1.0, coefficient=1.0, maximum=1.0)
 
 
 def _counts(retried) -> dict[str, int]:
     """Retries so far, per budget, as carried by the task's `retried` argument (zero when absent)."""
     retried = retried if isinstance(retried, dict) else {}
     return {kind: retried[kind] if isinstance(retried.get(kind), int) and retried[kind] >= 0 else 0
-            for kind in ("transient", "infrastructure")}
+            for kind in ("transient", "infrastructure", "held")}
 
 
 def run_command(task, body, retried=None):
@@ -245,7 +258,7 @@ def _retry(task, command, exc, counts, kind, policy):
     error = type(exc).__name__
     so_far = counts[kind]
     if policy.retries(error) and so_far + 1 < policy.attempts:
-        delay = policy.delay(so_far)
+        delay = exc.retry_after if isinstance(exc, DependencyUnavailable) else policy.delay(so_far)
         log.warning("retry", kind=kind, retry=so_far + 1, of=policy.attempts - 1, delay_s=round(delay, 2),
                     error=f"{error}: {exc}")
         delivery.retrying(command.message_id, delay)
@@ -255,7 +268,9 @@ def _retry(task, command, exc, counts, kind, policy):
 
 
 def _retry_or_give_up(task, command, exc, counts):
-    if isinstance(exc, CleanupOwed):
+    if isinstance(exc, DependencyUnavailable):
+        kind, policy = "held", HELD_POLICY
+    elif isinstance(exc, CleanupOwed):
         kind, policy = "transient", CLEANUP_POLICY
     elif isinstance(exc, TransientError):
         kind, policy = "transient", command.retry_policy
@@ -264,7 +279,7 @@ def _retry_or_give_up(task, command, exc, counts):
     _retry(task, command, exc, counts, kind, policy)
     attempts = counts[kind] + 1
     why = f"retries exhausted after {attempts} attempts ({kind}): {type(exc).__name__}: {exc}"
-    reason = RETRIES_EXHAUSTED if kind == "transient" else INFRASTRUCTURE_UNAVAILABLE
+    reason = RETRIES_EXHAUSTED if kind in ("transient", "held") else INFRASTRUCTURE_UNAVAILABLE
     # A one-way command has nobody to tell "unknown": its rolled-back transaction means "not
     # applied", so it is dead-lettered, and a replay applies it once (the inbox keeps no answer).
     if not command.is_compensation and not isinstance(exc, CleanupOwed) and not is_one_way(command.type):

@@ -123,9 +123,11 @@ def test_the_api_counts_its_requests_from_every_gunicorn_worker(api_process):
                    if sample.name == "orderhub_api_requests_total" and sample.labels.get("route") == route
                    and sample.labels.get("status") == status)
 
+    placed = []
     for _ in range(12):
         response, _ = api.place(sku)
         assert response.status_code == 202
+        placed.append(response.json()["id"])
     missing, _ = api.timed("GET", "/api/orders/00000000-0000-0000-0000-000000000000/")
     assert missing.status_code == 404
     # Every one of the 12, whichever worker took it and whichever answers the scrape.
@@ -139,3 +141,5 @@ def test_the_api_counts_its_requests_from_every_gunicorn_worker(api_process):
         if family.name in ("orderhub_api_requests", "orderhub_api_request_seconds"):
             for sample in family.samples:
                 assert not re.search(r"[0-9a-f]{8}-[0-9a-f]{4}", sample.labels.get("route", "")), sample
+    for order_id in placed:  # nothing left running when the test's data is flushed
+        wait_ended(order_id, timeout=60)

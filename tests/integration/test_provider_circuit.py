@@ -1,7 +1,7 @@
 """The payment provider's circuit breaker through a real payments worker: the provider goes down
 (the sandbox's outage switch), the circuit opens after the failure limit, the provider is then
-spared while commands are retried, /health/ says so, and once the provider is back a trial call
-closes the circuit: every order ends, no hold is left open, new orders complete."""
+spared while the commands are held, /health/ says so, and once the provider is back a trial call
+closes the circuit: the held orders go on, every order ends, no hold is left open."""
 import signal
 import time
 from pathlib import Path
@@ -58,15 +58,18 @@ def test_an_outage_opens_the_circuit_spares_the_provider_and_a_trial_closes_it(b
     spared = provider.outage_calls() - calls
     assert spared <= (time.monotonic() - since) / (RESET_SECONDS - 1) + 1, spared
 
+    # The provider is back: a held authorization is the trial that closes the circuit, and the
+    # orders held through the outage go on. (An order whose own attempts were the calls that timed
+    # out may have used up its retries and failed, compensated; 6 or so timeouts over 4 orders
+    # cannot fail them all.)
     provider.outage(False)
     ended = [wait_ended(order_id, timeout=60) for order_id in during]
     assert all(order.status in ("completed", "failed") for order in ended), [o.status for o in ended]
+    assert any(order.status == "completed" for order in ended), [o.failure_reason for o in ended]
     failed = [f"{order.saga_id}:authorize" for order in ended if order.status == "failed"]
     assert not ProviderCharge.objects.filter(idempotency_key__in=failed, status="authorized").exists()
+    assert circuit.state() == "closed"
 
-    # Past its reset timeout the circuit lets a trial through: the next order's authorization,
-    # which succeeds and closes it.
-    eventually(lambda: circuit.state() == "half-open", timeout=10, message="the circuit to allow a trial")
     after = wait_ended(place(client, sku=sku, token="tok_ok")["id"], timeout=30)
     assert after.status == "completed"
     assert Order.objects.get(id=after.id).failure_reason is None

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from workers.messaging import TransientError
+from workers.messaging import DependencyUnavailable, TransientError
 from workers.payments import circuit, provider
 
 pytestmark = pytest.mark.django_db(databases="__all__")
@@ -43,7 +43,8 @@ def test_the_circuit_opens_stops_calling_and_closes_again_after_a_good_trial(fre
     for _ in range(10):  # open: nobody calls the provider, every payments worker fails fast
         with pytest.raises(circuit.ProviderUnavailable) as failed:
             authorize()
-        assert isinstance(failed.value, TransientError)  # so the command is retried, not failed
+        assert isinstance(failed.value, DependencyUnavailable)  # held until the trial, not failed
+        assert 1.0 <= failed.value.retry_after <= 3.0
     assert provider.outage_calls() == before + 3
 
     time.sleep(2.1)  # past the reset timeout: the next call is a trial
@@ -78,3 +79,32 @@ def test_an_open_circuit_past_its_timeout_reads_half_open_before_anyone_calls(fr
     assert circuit.state() == "half-open"  # nobody called meanwhile: the next call is the trial
     provider.outage(False)
     assert authorize().approved and circuit.state() == "closed"
+
+
+def test_a_command_the_open_circuit_refused_is_held_until_the_trial_on_a_budget_of_its_own(monkeypatch):
+    """Neither the step's retries nor a compensation's are used up by an outage: the command comes
+    back when the circuit lets a trial through."""
+    from celery.canvas import Signature
+
+    from contracts import Command
+    from orderhub.celery import app
+    from workers import messaging
+    from workers.payments import tasks as payments_tasks  # noqa: F401  (registers the tasks)
+
+    sent = []
+    monkeypatch.setattr(Signature, "apply_async", lambda self, *a, **kw: sent.append((self.kwargs, self.options)))
+    void = Command(type="payments.void", saga_id=str(uuid.uuid4()), step="authorize",
+                   payload={"order_id": str(uuid.uuid4())})
+    task = app.tasks["payments.void"]
+    task.push_request(id=void.message_id, args=[void.to_dict()], kwargs={}, delivery_info={}, retries=0,
+                      called_directly=False)
+    try:
+        with pytest.raises(Exception) as raised:
+            messaging._retry_or_give_up(task, void, circuit.ProviderUnavailable("open", retry_after=7.5),
+                                        {"transient": 2, "infrastructure": 0, "held": 0})
+    finally:
+        task.pop_request()
+    assert type(raised.value).__name__ == "Retry"
+    [(kwargs, options)] = sent
+    assert kwargs["retried"] == {"transient": 2, "infrastructure": 0, "held": 1}  # the step's 2 untouched
+    assert options["countdown"] == 7.5
