@@ -129,7 +129,9 @@ def _circuits():
 
     family = GaugeMetricFamily("orderhub_circuit_state", "A circuit breaker's state: 0 closed, 1 half-open, 2 open",
                                labels=["circuit"])
-    family.add_metric([circuit.NAME], circuit.STATES.get(circuit.state(), 0))
+    current = circuit.state()
+    if current != "off":  # the breaker is not in use: no series (the alert stays quiet)
+        family.add_metric([circuit.NAME], circuit.STATES.get(current, 0))
     yield family
 
 

@@ -53,10 +53,6 @@ def cluster(django_db_setup, django_db_blocker):
         # A lost database is retried 3 times, a second apart, before the outcome is unknown.
         "ORDERHUB_INFRASTRUCTURE_RETRY_ATTEMPTS": "3",
         "ORDERHUB_INFRASTRUCTURE_RETRY_MAX_DELAY": "1",
-        # The tests that make the provider time out on purpose (tok_timeout, tok_void_broken, ...)
-        # must not open the provider's circuit for the tests after them: only
-        # test_provider_circuit's own payments worker has a limit it reaches.
-        "ORDERHUB_PROVIDER_CIRCUIT_FAIL_MAX": "1000000",
         "PYTHONUNBUFFERED": "1",
     }
     running = TestCluster(env, Path(LOG_DIR))

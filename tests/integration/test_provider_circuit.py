@@ -24,9 +24,10 @@ RESET_SECONDS = 3.0  # pybreaker stores when it opened to the second: open 2 to 
 
 @pytest.fixture
 def breaking_payments(live, settings):
-    """The session's payments worker swapped for one whose circuit opens after 3 timeouts for 3 s
-    (the session's own opens only at a limit the other tests never reach)."""
-    settings.PROVIDER_CIRCUIT_RESET_SECONDS = RESET_SECONDS  # as this process reads the circuit too
+    """The session's payments worker (its breaker off, the default) swapped for one whose circuit
+    opens after 3 timeouts, for 3 s."""
+    # This process reads the circuit too, with the worker's settings.
+    settings.PROVIDER_CIRCUIT_FAIL_MAX, settings.PROVIDER_CIRCUIT_RESET_SECONDS = 3, RESET_SECONDS
     live.kill("payments-1", signal.SIGTERM)
     strict = Processes(live.env | {"ORDERHUB_PROVIDER_CIRCUIT_FAIL_MAX": "3",
                                    "ORDERHUB_PROVIDER_CIRCUIT_RESET_SECONDS": str(RESET_SECONDS)}, Path(LOG_DIR))

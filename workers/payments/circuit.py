@@ -55,7 +55,9 @@ def breaker() -> pybreaker.CircuitBreaker:
 
 
 def guarded(call, *args, **kwargs):
-    """`call(*args, **kwargs)` through the circuit."""
+    """`call(*args, **kwargs)` through the circuit (straight, while the breaker is off)."""
+    if settings.PROVIDER_CIRCUIT_FAIL_MAX <= 0:
+        return call(*args, **kwargs)
     try:
         return breaker().call(call, *args, **kwargs)
     except pybreaker.CircuitBreakerError as exc:
@@ -75,9 +77,12 @@ def _until_trial() -> float:
 
 
 def state() -> str:
-    """closed, open or half-open, as every payments worker sees it (health, metrics). pybreaker
-    moves on only when called: an open circuit past its reset timeout is reported half-open (the
-    next call is the trial), not open for as long as no payment comes."""
+    """off (the breaker is not used), or closed, open or half-open, as every payments worker sees
+    it (health, metrics). pybreaker moves on only when called: an open circuit past its reset
+    timeout is reported half-open (the next call is the trial), not open for as long as no
+    payment comes."""
+    if settings.PROVIDER_CIRCUIT_FAIL_MAX <= 0:
+        return "off"
     storage = _storage()
     current = storage.state
     if current == pybreaker.STATE_OPEN:
