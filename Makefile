@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_VHOST := orderhub_test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test demo chaos bench soak venv services tools databases topology clean unit integration
+.PHONY: run test demo chaos chaos-cluster cluster cluster-stop bench soak venv services tools databases topology clean unit integration
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,20 @@ demo: venv
 ORDERS ?= 1000
 chaos: venv services
 	$(BIN)/python -m tests.chaos.run --orders $(ORDERS) $(CHAOS_ARGS)
+
+# The same on a three-node RabbitMQ cluster of its own (ports 5781-5783, management 15781-15783):
+# instead of one broker restart, the node leading payments.commands is SIGKILLed, later a second one,
+# each restarted after 15 s. The cluster is stopped afterwards.
+chaos-cluster: venv services
+	$(BIN)/python -m tests.chaos.run --rabbit-cluster --orders $(ORDERS) $(CHAOS_ARGS)
+
+# A three-node RabbitMQ cluster on this machine, to run OrderHub against (it prints the URLs to
+# export); `make cluster-stop` stops it.
+cluster: venv
+	$(BIN)/python -m tests.support.rabbit_cluster start
+
+cluster-stop: venv
+	$(BIN)/python -m tests.support.rabbit_cluster stop
 
 # OrderHub's saga path beside a plain Celery chain, measured in the same run (tests/bench/run.py).
 # Its own databases (bench_*), vhosts and Redis db; results also in var/bench-results/.

@@ -20,14 +20,14 @@ a flood of probes costs at most one round of checks (one broker connection) a se
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from urllib.parse import quote
 
-import requests
 import structlog
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connections
 from django.http import JsonResponse
+
+from orderhub import rabbitmq_api
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +61,7 @@ def _check_databases():
 
 
 def _management(path):
-    return requests.get(f"{settings.RABBITMQ_MANAGEMENT_URL.rstrip('/')}/{path}", timeout=2)
+    return rabbitmq_api.get(path, timeout=2)
 
 
 def _check_broker():
@@ -112,12 +112,9 @@ def _outbox_lag_probe():
 
 def _dlq_consumers() -> dict[str, int]:
     """Consumers of every dead-letter queue of our vhost (the archiver consumes them all)."""
-    from kombu import Connection
-
     from orderhub import topology
 
-    vhost = Connection(settings.BROKER_URL).virtual_host or "/"
-    response = _management(f"queues/{quote(vhost, safe='')}?columns=name,consumers")
+    response = _management(f"queues/{rabbitmq_api.vhost_path()}?columns=name,consumers")
     response.raise_for_status()
     consumers = {queue["name"]: queue.get("consumers", 0) for queue in response.json()}
     return {name: consumers.get(name, 0) for name in (topology.dlq_name(q) for q in topology.DEAD_LETTERED)}

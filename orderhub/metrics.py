@@ -16,7 +16,6 @@ from every gunicorn worker (multiprocess mode, set up by gunicorn.conf.py).
 """
 import os
 import time
-from urllib.parse import quote
 
 import structlog
 from django.conf import settings
@@ -85,14 +84,10 @@ def _beat():
 
 
 def _queues():
-    import requests
-    from kombu import Connection
+    from orderhub import rabbitmq_api, topology
 
-    from orderhub import topology
-
-    vhost = Connection(settings.BROKER_URL).virtual_host or "/"
-    response = requests.get(f"{settings.RABBITMQ_MANAGEMENT_URL.rstrip('/')}/queues/{quote(vhost, safe='')}"
-                            "?columns=name,messages_ready,messages_unacknowledged,consumers", timeout=2)
+    response = rabbitmq_api.get(f"queues/{rabbitmq_api.vhost_path()}"
+                                "?columns=name,messages_ready,messages_unacknowledged,consumers", timeout=2)
     response.raise_for_status()
     ours = set(topology.QUEUE_BINDINGS) | {topology.dlq_name(q) for q in topology.DEAD_LETTERED} | {
         topology.PARKING_QUEUE}

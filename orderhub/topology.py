@@ -92,8 +92,12 @@ def celery_queues():
     return [_work_queue(name, no_declare=True) for name in QUEUE_BINDINGS]
 
 
-def dead_letter_queues():
-    return [Queue(dlq_name(name), DEAD_LETTER_EXCHANGE, routing_key=name, durable=True) for name in DEAD_LETTERED]
+def dead_letter_queues(*, no_declare=False):
+    """Quorum queues like the rest, so a dead letter survives the loss of a cluster node (an older
+    deployment's classic ones keep serving: see declare())."""
+    return [Queue(dlq_name(name), DEAD_LETTER_EXCHANGE, routing_key=name, durable=True,
+                  queue_arguments={"x-queue-type": "quorum"}, no_declare=no_declare)
+            for name in DEAD_LETTERED]
 
 
 def declare(connection: Connection):
@@ -103,26 +107,25 @@ def declare(connection: Connection):
         EXCHANGE(channel).declare()
         DEAD_LETTER_EXCHANGE(channel).declare()
         for queue in dead_letter_queues():
-            queue(channel).declare()
+            channel = _declare_queue(connection, channel, queue)
         Queue(PARKING_QUEUE, durable=True, queue_arguments={"x-queue-type": "quorum"})(channel).declare()
         for name in QUEUE_BINDINGS:
-            channel = _declare_work_queue(connection, channel, name)
+            channel = _declare_queue(connection, channel, _work_queue(name, no_declare=False))
     finally:
         channel.close()
 
 
-def _declare_work_queue(connection, channel, name):
-    queue = _work_queue(name, no_declare=False)
+def _declare_queue(connection, channel, queue):
     try:
         queue(channel).declare()
         return channel
     except amqp.exceptions.PreconditionFailed as exc:
         # The queue exists with other arguments (an older topology). Keep serving from it rather
         # than refusing to start; `manage.py topology --check` reports it, README says how to migrate.
-        log.warning("queue exists with other arguments, using it as it is", queue=name, error=str(exc))
+        log.warning("queue exists with other arguments, using it as it is", queue=queue.name, error=str(exc))
         channel = connection.channel()
-        channel.queue_declare(name, passive=True)
-        channel.queue_bind(name, EXCHANGE.name, QUEUE_BINDINGS[name])
+        channel.queue_declare(queue.name, passive=True)
+        channel.queue_bind(queue.name, queue.exchange.name, queue.routing_key)
         return channel
 
 

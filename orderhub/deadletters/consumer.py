@@ -28,7 +28,8 @@ class Archiver(ConsumerMixin):
 
     def get_consumers(self, Consumer, channel):
         channel.basic_qos(prefetch_size=0, prefetch_count=10, a_global=False)
-        return [Consumer(queues=topology.dead_letter_queues(), on_message=self.on_message, accept=None)]
+        # Declared by topology.declare() (on_connection_revived), which copes with an older topology.
+        return [Consumer(queues=topology.dead_letter_queues(no_declare=True), on_message=self.on_message, accept=None)]
 
     def on_decode_error(self, message, exc):
         # kombu would log and ack it away (a `compression` header over a body that is not

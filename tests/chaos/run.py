@@ -8,6 +8,10 @@ onto domain queues, and meanwhile SIGKILLs a random worker or orchestrator every
 restarts it, restarts RabbitMQ once and terminates every PostgreSQL backend once. Then it waits
 for quiet and checks the invariants I1-I6, prints a table, and exits 1 on any violation.
 
+With --rabbit-cluster (`make chaos-cluster`) the broker is a three-node RabbitMQ cluster of its own
+(tests/support/rabbit_cluster.py) and, instead of one restart, it SIGKILLs the node that leads
+payments.commands and later a second node, restarting each after --node-down seconds.
+
 Everything is on this machine (loopback only) and bounded: N orders, and a time limit.
 """
 import argparse
@@ -64,6 +68,9 @@ def parse_args(argv=None):
     parser.add_argument("--settle-timeout", type=float, default=240.0)
     parser.add_argument("--time-limit", type=float, default=600.0, help="the whole run, seconds")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--rabbit-cluster", action="store_true",
+                        help="run on a three-node RabbitMQ cluster and kill two of its nodes, one after the other")
+    parser.add_argument("--node-down", type=float, default=15.0, help="seconds a killed node stays down")
     parser.add_argument("--probe", type=int, default=0,
                         help="once quiet, place this many tok_ok orders one at a time and report their latency "
                              "(is the system back to normal after the load?)")
@@ -104,13 +111,12 @@ def say(message):
 # --- the world --------------------------------------------------------------------------------
 def reset_world(env):
     """Fresh vhost (through RabbitMQ's management API), fresh databases."""
-    from django.conf import settings
+    from orderhub import rabbitmq_api
 
-    api = settings.RABBITMQ_MANAGEMENT_URL.rstrip("/")
-    requests.delete(f"{api}/vhosts/{VHOST}", timeout=30)
-    requests.put(f"{api}/vhosts/{VHOST}", timeout=30).raise_for_status()
-    requests.put(f"{api}/permissions/{VHOST}/guest", json={"configure": ".*", "write": ".*", "read": ".*"},
-                 timeout=30).raise_for_status()
+    rabbitmq_api.request("DELETE", f"vhosts/{VHOST}", timeout=30)
+    rabbitmq_api.request("PUT", f"vhosts/{VHOST}", timeout=30).raise_for_status()
+    rabbitmq_api.request("PUT", f"permissions/{VHOST}/guest", json={"configure": ".*", "write": ".*", "read": ".*"},
+                         timeout=30).raise_for_status()
     # An interrupted run may have left a database refusing connections (the payments outage).
     admin_sql("DO $$ DECLARE d text; BEGIN FOR d IN SELECT datname FROM pg_database "
               f"WHERE datname LIKE '{DB_PREFIX}%' AND NOT datallowconn "
@@ -276,9 +282,13 @@ class Monkey(threading.Thread):
         self.broker_restarted = "skipped" if args.no_broker_restart else "pending"
         self.db_terminated = "skipped" if args.no_db_terminate else "pending"
         self.payments_outage = "pending" if args.payments_db_outage > 0 else "skipped"
+        self.node_kills = []  # (node, wall-clock time of the kill, what happened)
         self.errors = []
         planned = args.orders / args.rate
         self.timers = []
+        if args.rabbit_cluster:
+            second_at = time.monotonic() + planned * 0.65
+            self.timers.append(threading.Timer(planned * 0.3, self._kill_two_nodes, (second_at,)))
         if not args.no_broker_restart:
             self.timers.append(threading.Timer(planned * 0.3, self._once, ("broker_restarted", restart_broker)))
         if not args.no_db_terminate:
@@ -286,6 +296,36 @@ class Monkey(threading.Thread):
         if args.payments_db_outage > 0:
             outage = lambda: payments_database_outage(args.payments_db_outage)  # noqa: E731
             self.timers.append(threading.Timer(planned * 0.45, self._once, ("payments_outage", outage)))
+
+    def _kill_two_nodes(self, second_at):
+        """The leader of payments.commands, then (once it is back and the cluster whole again, so a
+        majority of every queue's replicas stays up) another node."""
+        self._kill_node("payments.commands")
+        time.sleep(max(10.0, second_at - time.monotonic()))
+        self._kill_node("saga.replies")
+
+    def _kill_node(self, queue):
+        """SIGKILL the node leading `queue` (another node if that one was the last victim), keep it
+        down for --node-down seconds, start it again."""
+        from tests.support import rabbit_cluster
+
+        try:
+            node = rabbit_cluster.leader_of(queue, VHOST)
+            if self.node_kills and self.node_kills[-1][0] == node:
+                node = self.rng.choice([i for i in range(1, rabbit_cluster.NODES + 1) if i != node])
+                why = f"a node other than the last victim ({queue}'s leader was it)"
+            else:
+                why = f"{queue}'s leader"
+            say(f"SIGKILL RabbitMQ node {rabbit_cluster.node_name(node)}: {why}")
+            killed_at = time.time()
+            rabbit_cluster.kill(node)
+            time.sleep(self.args.node_down)
+            rabbit_cluster.restart(node)
+            say(f"RabbitMQ node {rabbit_cluster.node_name(node)} is back after {time.time() - killed_at:.0f}s")
+            self.node_kills.append((node, killed_at, f"{rabbit_cluster.node_name(node)} ({why}), down "
+                                                     f"{time.time() - killed_at:.0f}s"))
+        except Exception as exc:  # report it in the table rather than crash the run
+            self.errors.append(f"node kill: {exc!r}")
 
     def _once(self, attribute, fault):
         try:
@@ -421,10 +461,9 @@ def settled(order_ids):
 
 
 def dead_letter_queues_empty(env):
-    from django.conf import settings
+    from orderhub import rabbitmq_api
 
-    api = settings.RABBITMQ_MANAGEMENT_URL.rstrip("/")
-    queues = requests.get(f"{api}/queues/{VHOST}", timeout=10).json()
+    queues = rabbitmq_api.get(f"queues/{VHOST}", timeout=10).json()
     return all(q.get("messages", 0) == 0 for q in queues if q["name"].endswith(".dlq"))
 
 
@@ -582,10 +621,41 @@ def print_table(results, outcomes, facts):
     print(f"  {'outcomes':28} {dict(sorted(outcomes.items()))}")
 
 
+def longest_pause_after(moment, window=60.0):
+    """The longest stretch, in the `window` seconds after `moment`, in which no order ended: what a
+    node loss cost the flow (Order.updated_at is when an order last changed, i.e. ended)."""
+    from datetime import UTC, datetime, timedelta
+
+    from orderhub.orders.models import Order
+
+    start = datetime.fromtimestamp(moment, UTC)
+    ended = sorted(Order.objects.filter(updated_at__gte=start - timedelta(seconds=5),
+                                        updated_at__lte=start + timedelta(seconds=window),
+                                        status__in=TERMINAL).values_list("updated_at", flat=True))
+    marks = [start, *[t for t in ended if t >= start], start + timedelta(seconds=window)]
+    gaps = [(b - a).total_seconds() for a, b in zip(marks, marks[1:], strict=False)]
+    return max(gaps) if gaps else window
+
+
+def start_rabbit_cluster():
+    from tests.support import rabbit_cluster
+
+    say("starting a three-node RabbitMQ cluster (tests/support/rabbit_cluster.py)")
+    members = rabbit_cluster.start()
+    say(f"RabbitMQ cluster running: {', '.join(members)}")
+    os.environ["ORDERHUB_CHAOS_BROKER_URL"] = rabbit_cluster.broker_url(VHOST)
+    os.environ["ORDERHUB_RABBITMQ_MANAGEMENT_URL"] = rabbit_cluster.management_url()
+    return rabbit_cluster
+
+
 def main(argv=None):
     args = parse_args(argv)
     seed_value = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed_value)
+    rabbit = None
+    if args.rabbit_cluster:
+        args.no_broker_restart = True  # the node kills replace the single broker's restart
+        rabbit = start_rabbit_cluster()
     env = chaos_env()
     os.environ.update({k: env[k] for k in env if k.startswith("ORDERHUB_") or k == "DJANGO_SETTINGS_MODULE"})
     sys.path.insert(0, str(ROOT))
@@ -635,6 +705,9 @@ def main(argv=None):
                          if scenario != "slow"]))
         if not quiet:
             results.append(("--", "the run settled within its time limit", ["did not settle"]))
+        if rabbit and len(monkey.node_kills) != 2:
+            results.append(("--", "two RabbitMQ nodes were killed and restarted",
+                            [f"{len(monkey.node_kills)} were", *monkey.errors[:3]]))
 
         outcomes = Counter(Order.objects.filter(id__in=list(placed)).values_list("status", flat=True))
         reasons = Counter(Order.objects.filter(id__in=list(placed), failure_reason__isnull=False)
@@ -646,7 +719,11 @@ def main(argv=None):
             ("placing took", f"{placing_took:.0f}s"),
             ("whole run took", f"{time.monotonic() - run_started:.0f}s"),
             ("SIGKILLs", f"{sum(monkey.kills.values())} {dict(monkey.kills)}"),
-            ("RabbitMQ restart", monkey.broker_restarted),
+            *([("RabbitMQ restart", monkey.broker_restarted)] if not rabbit else []),
+            *[(f"RabbitMQ node kill {n}", f"{what}; longest pause in endings after it "
+                                          f"{longest_pause_after(at):.1f}s")
+              for n, (_, at, what) in enumerate(monkey.node_kills, 1)],
+            *([("RabbitMQ node kills", f"{len(monkey.node_kills)} of 2")] if rabbit else []),
             ("PostgreSQL backends", monkey.db_terminated),
             ("payments DB outage", monkey.payments_outage),
             ("poison injected", f"{len(injected)} ({len({q for q, _ in injected})} queues)"),
@@ -664,6 +741,8 @@ def main(argv=None):
     finally:
         stop.set()
         cluster.stop_all()
+        if rabbit:
+            rabbit.stop()
 
 
 if __name__ == "__main__":
