@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 
 import structlog
 from celery.worker.consumer import Consumer as CeleryConsumer
+from celery.worker.consumer.delayed_delivery import DelayedDelivery as CeleryDelayedDelivery
 from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
@@ -114,7 +115,33 @@ def malformed_ticks() -> int:
     return counters.read(MALFORMED_TICKS_KEY)
 
 
+class DelayedDelivery(CeleryDelayedDelivery):
+    """Celery's native delayed delivery (the retries RabbitMQ holds), set up on the first node of
+    ORDERHUB_BROKER_URL that answers. Celery's own step takes every URL in the list for a broker of
+    its own and retries each one that is down for seconds before the worker consumes anything;
+    the nodes of one cluster share their exchanges and queues, so one node is enough."""
+
+    def start(self, c):
+        self._validate_configuration(c.app)
+        self._validate_broker_urls(c.app.conf.broker_url)  # (a set: it loses the list's order)
+        configured = c.app.conf.broker_url
+        urls = [u.strip() for u in (configured.split(";") if isinstance(configured, str) else configured) if u.strip()]
+        errors = []
+        for url in urls:
+            try:
+                self._setup_delayed_delivery(c, url)
+                return
+            except Exception as exc:  # the next node, then the warning below
+                errors.append(exc)
+        log.warning("native delayed delivery could not be set up on any node of the broker URL",
+                    errors=[repr(e) for e in errors][:3])
+
+
 class Consumer(CeleryConsumer):
+    class Blueprint(CeleryConsumer.Blueprint):
+        default_steps = [step if not step.endswith(":DelayedDelivery") else "orderhub.celery_consumer:DelayedDelivery"
+                         for step in CeleryConsumer.Blueprint.default_steps]
+
     def ensure_connected(self, conn):
         conn.ensure_connection = functools.partial(conn.ensure_connection, **RECONNECT)
         return super().ensure_connected(conn)

@@ -44,6 +44,9 @@ def parse_args(argv=None):
     parser.add_argument("--settle-timeout", type=float, default=180.0)
     parser.add_argument("--no-tracing", dest="tracing", action="store_false",
                         help="skip the second pass with OpenTelemetry tracing on")
+    parser.add_argument("--rabbit-cluster", action="store_true",
+                        help="both systems on a three-node RabbitMQ cluster of their own (tests/support/rabbit_cluster.py) "
+                             "instead of this machine's broker")
     parser.add_argument("--concurrency", default=DEFAULT_CONCURRENCY,
                         help="how many of each process, as `make run` takes it (honcho's -c)")
     return parser.parse_args(argv)
@@ -61,17 +64,22 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def bench_env():
+def bench_env(rabbit_cluster=None):
+    """The bench's environment; with `rabbit_cluster` (tests/support/rabbit_cluster.py, started),
+    every process connects to its three nodes."""
     base = "amqp://guest:guest@127.0.0.1:5672/"
-    return os.environ | {
+    brokers = {"ORDERHUB_BROKER_URL": base + VHOST, "BENCH_CHAIN_BROKER_URL": base + CHAIN_VHOST}
+    if rabbit_cluster:
+        brokers = {"ORDERHUB_BROKER_URL": rabbit_cluster.broker_url(VHOST),
+                   "BENCH_CHAIN_BROKER_URL": rabbit_cluster.broker_url(CHAIN_VHOST),
+                   "ORDERHUB_RABBITMQ_MANAGEMENT_URL": rabbit_cluster.management_url()}
+    return os.environ | brokers | {
         "DJANGO_SETTINGS_MODULE": "orderhub.settings",
         "ORDERHUB_DB_PREFIX": DB_PREFIX,
-        "ORDERHUB_BROKER_URL": base + VHOST,
         "ORDERHUB_REDIS_URL": "redis://127.0.0.1:6379/3",
         "ORDERHUB_THROTTLE_RATE": "1000000/min",
         "ORDERHUB_API_BIND": f"127.0.0.1:{free_port()}",
         "ORDERHUB_API_WORKERS": "2",
-        "BENCH_CHAIN_BROKER_URL": base + CHAIN_VHOST,
         "BENCH_CHAIN_DSN": f"dbname={DB_PREFIX}chain host=127.0.0.1 user=postgres",
         "PYTHONUNBUFFERED": "1",
     }
@@ -81,7 +89,7 @@ def bench_env():
 def management():
     from django.conf import settings
 
-    return settings.RABBITMQ_MANAGEMENT_URL.rstrip("/")
+    return settings.RABBITMQ_MANAGEMENT_URL.split(";")[0].rstrip("/")
 
 
 def reset_world(env):
@@ -471,7 +479,13 @@ def report(results):
 
 def main(argv=None):
     args = parse_args(argv)
-    env = bench_env()
+    rabbit = None
+    if args.rabbit_cluster:
+        from tests.support import rabbit_cluster as rabbit
+
+        say("starting a three-node RabbitMQ cluster")
+        say(f"running: {', '.join(rabbit.start())}")
+    env = bench_env(rabbit)
     os.environ.update({k: v for k, v in env.items() if k.startswith(("ORDERHUB_", "BENCH_", "DJANGO_"))})
     sys.path.insert(0, str(ROOT))
     import django
@@ -486,7 +500,8 @@ def main(argv=None):
     client, token = seed()
     cluster = start_orderhub(env, args.concurrency)
     chain_worker = start_chain_worker(env, cluster.log_dir)
-    results = {"args": vars(args), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    results = {"args": vars(args), "broker": "three-node cluster" if rabbit else "one node",
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
         base = f"http://{env['ORDERHUB_API_BIND']}"
         wait_for_health(base)
@@ -530,6 +545,8 @@ def main(argv=None):
         cluster.stop_all()
         chain_worker.terminate()
         chain_worker.wait(timeout=30)
+        if rabbit:
+            rabbit.stop()
     report(results)
     out = ROOT / "var" / "bench-results"
     out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """A short run of the chaos suite as part of `make test`: about 100 orders, a few SIGKILLs, one
 RabbitMQ restart, one round of terminated PostgreSQL backends, the payments database unreachable
 for longer than a worker's infrastructure retries, and every invariant checked."""
+import re
 import shutil
 import subprocess
 import sys
@@ -26,3 +27,21 @@ def test_a_short_chaos_run_keeps_every_invariant():
         assert "RabbitMQ restart             done" in run.stdout
     assert "PostgreSQL backends          done" in run.stdout
     assert "payments DB outage           done" in run.stdout
+
+
+@pytest.mark.skipif(not shutil.which("rabbitmq-server"), reason="needs RabbitMQ installed here to start a cluster")
+def test_a_short_chaos_run_on_a_rabbitmq_cluster_that_loses_two_nodes_keeps_every_invariant():
+    """The same on a three-node cluster (tests/support/rabbit_cluster.py): the node leading
+    payments.commands is SIGKILLed and restarted, then a second node."""
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.chaos.run", "--rabbit-cluster", "--orders", "100", "--rate", "5",
+         "--kill-every", "2.5", "--node-down", "10", "--payments-db-outage", "0", "--time-limit", "500"],
+        cwd=ROOT, capture_output=True, text=True, timeout=700,
+    )
+    print(run.stdout[-6000:], run.stderr[-3000:])
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "chaos: 0 violations" in run.stdout
+    assert "RabbitMQ node kill 1" in run.stdout and "RabbitMQ node kill 2" in run.stdout
+    assert "(payments.commands's leader)" in run.stdout
+    assert re.search(r"RabbitMQ node kills\s+2 of 2", run.stdout)

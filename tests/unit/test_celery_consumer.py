@@ -49,3 +49,28 @@ def test_every_malformed_kind_is_caught_before_the_strategy(kind):
 def test_the_arguments_must_fit_the_task():
     message = received([[], {}, {}], task="saga.reply", id=str(uuid.uuid4()))
     assert "do not fit saga.reply" in task_message_problem(app, message)
+
+
+def test_delayed_delivery_is_set_up_once_on_the_first_node_that_answers(monkeypatch):
+    """Celery's own step sets it up on every URL of the list and retries a dead one for seconds
+    before the worker consumes; on a cluster one live node is enough, and a dead one costs nothing."""
+    from types import SimpleNamespace
+
+    from orderhub.celery_consumer import Consumer, DelayedDelivery
+
+    dead, live, spare = ("amqp://guest:guest@127.0.0.1:1/", "amqp://guest:guest@127.0.0.1:2/",
+                         "amqp://guest:guest@127.0.0.1:3/")
+    tried = []
+
+    def setup(self, c, url):
+        tried.append(url)
+        if url == dead:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(DelayedDelivery, "_setup_delayed_delivery", setup)
+    monkeypatch.setattr(app.conf, "broker_url", ";".join([dead, live, spare]))
+    DelayedDelivery(SimpleNamespace()).start(SimpleNamespace(app=app))
+
+    assert tried == [dead, live]
+    assert "orderhub.celery_consumer:DelayedDelivery" in Consumer.Blueprint.default_steps
+    assert not [s for s in Consumer.Blueprint.default_steps if s.startswith("celery.") and "DelayedDelivery" in s]

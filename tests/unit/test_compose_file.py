@@ -153,3 +153,26 @@ def test_every_process_has_a_healthcheck_that_names_it():
 def test_two_beats_run_and_only_the_lease_holder_ticks():
     assert SERVICES["beat"]["deploy"]["replicas"] == 2
     assert "LeasedScheduler" in (ROOT / "orderhub" / "celeryconfig.py").read_text()
+
+
+def test_the_cluster_profile_adds_two_rabbitmq_nodes_that_join_the_first_and_the_app_waits_for_them():
+    nodes = ["rabbitmq", "rabbitmq-2", "rabbitmq-3"]
+    for name in nodes[1:]:
+        node = SERVICES[name]
+        assert node["profiles"] == ["cluster"] and node["hostname"] == name
+        assert node["image"] == SERVICES["rabbitmq"]["image"]
+        assert f"{name}-data" in COMPOSE["volumes"] and any(v.startswith(f"{name}-data:") for v in node["volumes"])
+    cookies = {SERVICES[name]["environment"]["RABBITMQ_ERLANG_COOKIE"] for name in nodes}
+    assert len(cookies) == 1 and cookies.pop().startswith("${ORDERHUB_RABBITMQ_COOKIE")
+    conf_mount = "./deploy/rabbitmq/cluster.conf:/etc/rabbitmq/conf.d/20-cluster.conf:ro"
+    assert all(conf_mount in SERVICES[name]["volumes"] for name in nodes)
+    conf = (ROOT / "deploy" / "rabbitmq" / "cluster.conf").read_text()
+    for n, name in enumerate(nodes, 1):
+        assert f"cluster_formation.classic_config.nodes.{n} = rabbit@{name}" in conf
+    # Every app process and setup (which declares the queues) wait for the extra nodes when they
+    # run, and only then: a queue declared before a node joined has no replica there.
+    for name in [*APP_SERVICES, "setup"]:
+        for node in nodes[1:]:
+            assert SERVICES[name]["depends_on"][node] == {"condition": "service_healthy", "required": False}, name
+    # The broker URL can list every node (README, Scaling out), and defaults to the one node.
+    assert SERVICES["api"]["environment"]["ORDERHUB_BROKER_URL"].startswith("${ORDERHUB_BROKER_URL:-amqp://")
