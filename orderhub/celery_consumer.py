@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 import structlog
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.consumer.delayed_delivery import DelayedDelivery as CeleryDelayedDelivery
+from kombu import Connection
 from kombu.exceptions import ContentDisallowed, DecodeError
 from vine import promise
 
@@ -126,6 +127,11 @@ class DelayedDelivery(CeleryDelayedDelivery):
         self._validate_broker_urls(c.app.conf.broker_url)  # (a set: it loses the list's order)
         configured = c.app.conf.broker_url
         urls = [u.strip() for u in (configured.split(";") if isinstance(configured, str) else configured) if u.strip()]
+        # The node the consumer has just connected to first: it answers.
+        connection = getattr(c, "connection", None)
+        if connection is not None:
+            current = connection.as_uri(include_password=True)
+            urls = sorted(urls, key=lambda url: Connection(url).as_uri(include_password=True) != current)
         errors = []
         for url in urls:
             try:

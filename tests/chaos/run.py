@@ -621,13 +621,17 @@ def print_table(results, outcomes, facts):
     print(f"  {'outcomes':28} {dict(sorted(outcomes.items()))}")
 
 
-def longest_pause_after(moment, window=60.0):
-    """The longest stretch, in the `window` seconds after `moment`, in which no order ended: what a
-    node loss cost the flow (Order.updated_at is when an order last changed, i.e. ended)."""
+def longest_pause_after(moment, placing_ended, window=30.0):
+    """The longest stretch, in the `window` seconds after `moment` while orders were still being
+    placed, in which no order ended: what a node loss cost the flow (Order.updated_at is when an
+    order last changed, i.e. ended). Once placing stops, endings thin out by themselves."""
     from datetime import UTC, datetime, timedelta
 
     from orderhub.orders.models import Order
 
+    window = min(window, placing_ended - moment)
+    if window < 5:
+        return None
     start = datetime.fromtimestamp(moment, UTC)
     ended = sorted(Order.objects.filter(updated_at__gte=start - timedelta(seconds=5),
                                         updated_at__lte=start + timedelta(seconds=window),
@@ -635,6 +639,12 @@ def longest_pause_after(moment, window=60.0):
     marks = [start, *[t for t in ended if t >= start], start + timedelta(seconds=window)]
     gaps = [(b - a).total_seconds() for a, b in zip(marks, marks[1:], strict=False)]
     return max(gaps) if gaps else window
+
+
+def pause_text(pause):
+    if pause is None:
+        return "killed as placing ended: no pause measured"
+    return f"longest pause in order endings within 30 s of it {pause:.1f}s"
 
 
 def start_rabbit_cluster():
@@ -686,6 +696,7 @@ def main(argv=None):
         poison_keys = archived_poison(injected)
         poisoned_ticks = len(injected) - len(poison_keys)
         placing_took = time.monotonic() - placing_started
+        placing_ended = time.time()
         say(f"placed {len(placed)} orders in {placing_took:.0f}s; waiting for quiet")
         monkey.finish()
         budget = min(args.settle_timeout, args.time_limit - (time.monotonic() - run_started))
@@ -720,8 +731,7 @@ def main(argv=None):
             ("whole run took", f"{time.monotonic() - run_started:.0f}s"),
             ("SIGKILLs", f"{sum(monkey.kills.values())} {dict(monkey.kills)}"),
             *([("RabbitMQ restart", monkey.broker_restarted)] if not rabbit else []),
-            *[(f"RabbitMQ node kill {n}", f"{what}; longest pause in endings after it "
-                                          f"{longest_pause_after(at):.1f}s")
+            *[(f"RabbitMQ node kill {n}", f"{what}; {pause_text(longest_pause_after(at, placing_ended))}")
               for n, (_, at, what) in enumerate(monkey.node_kills, 1)],
             *([("RabbitMQ node kills", f"{len(monkey.node_kills)} of 2")] if rabbit else []),
             ("PostgreSQL backends", monkey.db_terminated),

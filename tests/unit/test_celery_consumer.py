@@ -70,7 +70,10 @@ def test_delayed_delivery_is_set_up_once_on_the_first_node_that_answers(monkeypa
     monkeypatch.setattr(DelayedDelivery, "_setup_delayed_delivery", setup)
     monkeypatch.setattr(app.conf, "broker_url", ";".join([dead, live, spare]))
     DelayedDelivery(SimpleNamespace()).start(SimpleNamespace(app=app))
-
     assert tried == [dead, live]
+
+    tried.clear()  # a consumer that failed over to the spare tries the spare first
+    DelayedDelivery(SimpleNamespace()).start(SimpleNamespace(app=app, connection=app.connection_for_write(spare)))
+    assert tried == [spare]
     assert "orderhub.celery_consumer:DelayedDelivery" in Consumer.Blueprint.default_steps
     assert not [s for s in Consumer.Blueprint.default_steps if s.startswith("celery.") and "DelayedDelivery" in s]
