@@ -17,6 +17,8 @@ from kombu import Connection, Exchange, Queue
 log = structlog.get_logger(__name__)
 
 EXCHANGE = Exchange("orderhub", type="topic", durable=True)
+# Domain events for any subscriber (orderhub/events.py): a subscriber binds its own queue.
+EVENTS_EXCHANGE = Exchange("orderhub.events", type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange("orderhub.dlx", type="direct", durable=True)
 
 DOMAINS = ("inventory", "payments", "shipping", "notifications")
@@ -106,6 +108,7 @@ def declare(connection: Connection):
     try:
         EXCHANGE(channel).declare()
         DEAD_LETTER_EXCHANGE(channel).declare()
+        EVENTS_EXCHANGE(channel).declare()
         for queue in dead_letter_queues():
             channel = _declare_queue(connection, channel, queue)
         Queue(PARKING_QUEUE, durable=True, queue_arguments={"x-queue-type": "quorum"})(channel).declare()

@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 # Sent inside the transaction that ends a saga, so listeners update their rows atomically with it.
 saga_ended = django.dispatch.Signal()  # kwargs: saga
+step_succeeded = django.dispatch.Signal()  # kwargs: saga, step (its name), data (the reply's); in the saga's transaction
 
 REGISTRY: dict[str, Saga] = {}
 
@@ -273,6 +274,7 @@ def _action_succeeded(saga, definition, step, reply, now):
     step.error = ""
     step.save()
     saga.context.setdefault("results", {})[step.name] = reply.data
+    step_succeeded.send(sender=SagaInstance, saga=saga, step=step.name, data=reply.data)
     if saga.cancel_requested and not definition.past_pivot(step.index):
         _compensate_from(saga, definition, step.index, reason="cancelled_by_client")
     elif step.index + 1 < len(definition.steps):

@@ -124,8 +124,20 @@ class SagaEvent(models.Model):
         ordering = ["saga", "id"]
 
 
+class OutboxQuerySet(models.QuerySet):
+    # Domain events (orderhub/events.py) share the outbox; their type starts with "event:".
+    def commands(self):
+        return self.exclude(message_type__startswith="event:")
+
+    def events(self):
+        return self.filter(message_type__startswith="event:")
+
+
 class OutboxMessage(models.Model):
-    """A command written in the same transaction as the saga state that decided to send it."""
+    """A command written in the same transaction as the saga state that decided to send it (or a
+    domain event, in the transaction of the change it announces)."""
+
+    objects = OutboxQuerySet.as_manager()
 
     id = models.UUIDField(primary_key=True)  # the command's message_id
     message_type = models.CharField(max_length=100)

@@ -19,7 +19,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from contracts import Command
-from orderhub import tracing
+from orderhub import events, tracing
 from orderhub.bus import publish
 from sagas.models import OutboxMessage
 
@@ -71,7 +71,10 @@ def _publish_rows(rows, *, publisher) -> int:
             with tracing.span(f"outbox publish {message_type}", body.get("trace") if isinstance(body, dict) else None,
                               kind="producer", **{"messaging.message.id": str(message_id),
                                                   "orderhub.publisher": publisher}):
-                publish(message_type, body, message_id=str(message_id))
+                if message_type.startswith(events.OUTBOX_PREFIX):
+                    events.publish(body, message_id=str(message_id))
+                else:
+                    publish(message_type, body, message_id=str(message_id))
         except BROKER_UNREACHABLE as exc:  # left (with the rest) for the relay sweep
             log.warning("outbox publish failed, left for the relay", message_id=str(message_id), error=repr(exc))
             _note_failure(message_id, exc)

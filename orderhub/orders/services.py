@@ -6,6 +6,7 @@ from decimal import Decimal
 import structlog
 from django.db import IntegrityError, transaction
 
+from orderhub import events
 from orderhub.orders import admission
 from orderhub.orders.models import FINAL_ORDER_STATUSES, Order, OrderItem, Product
 from sagas import engine
@@ -94,6 +95,7 @@ def _order_create(client, items, payment_token, shipping_address, idempotency_ke
         )
         order.saga_id = saga.id
         order.save(update_fields=["saga_id"])
+        events.event_record("order.placed", subject=order.id, data=events.order_data(order), saga_id=saga.id)
     log.info("order placed", order_id=str(order.id), saga_id=str(saga.id))
     return order
 

@@ -88,7 +88,7 @@ def place(api, body, **headers):
 
 
 def created_rows():
-    return Order.objects.count(), SagaInstance.objects.count(), OutboxMessage.objects.count()
+    return Order.objects.count(), SagaInstance.objects.count(), OutboxMessage.objects.commands().count()
 
 
 def assert_error(response, status_code, error):
@@ -158,12 +158,16 @@ def test_placing_an_order_starts_its_saga_and_queues_the_stock_reservation(api, 
 
     saga = saga_of(order["id"])
     assert (saga.saga_type, saga.status, saga.correlation_id) == ("place_order", "running", order["id"])
-    [reservation] = OutboxMessage.objects.all()
+    [reservation] = OutboxMessage.objects.commands()
     command = Command.from_dict(reservation.body)
     assert (command.type, command.saga_id) == ("inventory.reserve", str(saga.id))
     assert command.payload["order_id"] == order["id"]
     assert command.payload["items"] == [{"sku": "BOOK-1", "quantity": 2}, {"sku": "MUG-1", "quantity": 1}]
     assert reservation.published_at is None
+    # ... and announces it, in the same transaction (orderhub/events.py)
+    [placed] = OutboxMessage.objects.events()
+    assert (placed.body["type"], placed.body["subject"], placed.body["sagaid"]) == ("order.placed", order["id"],
+                                                                                     str(saga.id))
 
 
 def test_repeating_a_request_with_its_idempotency_key_returns_the_same_order(api, order_body):

@@ -114,7 +114,7 @@ class SagaScenario:
         return self
 
     def _unseen_outbox_rows(self) -> list[OutboxMessage]:
-        rows = OutboxMessage.objects.filter(saga_id=self.saga_id, published_at__isnull=True)
+        rows = OutboxMessage.objects.commands().filter(saga_id=self.saga_id, published_at__isnull=True)
         return [row for row in rows.order_by("-created_at") if str(row.id) not in self._seen_outbox_ids]
 
     def _new_outbox_row(self) -> OutboxMessage:

@@ -295,7 +295,7 @@ def test_every_command_written_to_the_outbox_round_trips_through_the_contract():
         .expect_command("shipping.create").reply_failure("address_unsupported")
         .succeed("payments.void", "inventory.release")
     )
-    rows = list(OutboxMessage.objects.all())
+    rows = list(OutboxMessage.objects.commands())
 
     assert len(rows) == 5 + 5
     for row in rows:

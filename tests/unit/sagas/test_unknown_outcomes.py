@@ -79,7 +79,7 @@ def test_a_silent_capture_is_resent_up_to_its_cap_then_parked():
     saga = scenario.saga
     assert (saga.status, saga.failure_reason) == ("stuck", "forward_step_stuck")
     assert scenario.step("capture").attempts == capture.max_attempts
-    assert set(OutboxMessage.objects.filter(saga_id=scenario.saga_id).values_list("message_type", flat=True)) == {
+    assert set(OutboxMessage.objects.commands().filter(saga_id=scenario.saga_id).values_list("message_type", flat=True)) == {
         *BEFORE_CAPTURE, "payments.capture"}
 
 

@@ -1,0 +1,107 @@
+"""Domain events: facts about orders, published for any subscriber on the `orderhub.events` topic
+exchange (routing key = the event's type), as CloudEvents 1.0 in the JSON format (structured mode:
+the whole event is the message body, content type `application/cloudevents+json`).
+
+An event is written to the outbox in the transaction that makes the change it announces
+(`event_record`), and published from there like a command (sagas/outbox.py): an event is never
+announced for a change that rolled back, nor lost for one that committed. It may be published more
+than once after a crash, with the same `id`: subscribers deduplicate by it.
+
+The types and their `data`, one JSON Schema each in contracts/events/:
+
+    order.placed            the order was accepted and its saga started
+    order.completed         captured, shipped, notified
+    order.failed            ended without effect (failure_reason says why)
+    order.cancelled         cancelled by its client before the pivot
+    order.needs_attention   a compensation could not finish: an operator's turn
+    order.resolved          an operator closed a needs_attention order
+    payment.captured        the order's payment was captured (the pivot)
+    shipment.created        the order's shipment was created
+"""
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.db import transaction
+
+from orderhub.topology import EVENTS_EXCHANGE as EXCHANGE
+SOURCE = "/orderhub/orders"
+CONTENT_TYPE = "application/cloudevents+json"
+# Outbox rows of events carry this prefix before the type (commands' types have none).
+OUTBOX_PREFIX = "event:"
+SCHEMAS = Path(__file__).resolve().parents[1] / "contracts" / "events"
+
+ORDER_ENDED = {
+    "completed": "order.completed",
+    "failed": "order.failed",
+    "cancelled": "order.cancelled",
+    "needs_attention": "order.needs_attention",
+    "resolved": "order.resolved",
+}
+TYPES = ("order.placed", *ORDER_ENDED.values(), "payment.captured", "shipment.created")
+
+
+def cloudevent(event_type: str, *, subject: str, data: dict, saga_id=None, event_id=None, time=None) -> dict:
+    """One CloudEvent (JSON format). `sagaid` is an extension attribute: the saga behind the fact."""
+    if event_type not in TYPES:
+        raise ValueError(f"unknown event type {event_type!r}")
+    event = {
+        "specversion": "1.0",
+        "id": str(event_id or uuid.uuid4()),
+        "source": SOURCE,
+        "type": event_type,
+        "subject": str(subject),
+        "time": (time or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    if saga_id:
+        event["sagaid"] = str(saga_id)
+    return event
+
+
+def event_record(event_type: str, *, subject: str, data: dict, saga_id=None):
+    """Write the event to the outbox in the caller's transaction; published after commit."""
+    from sagas import outbox
+    from sagas.models import OutboxMessage
+
+    event = cloudevent(event_type, subject=subject, data=data, saga_id=saga_id)
+    kind = OUTBOX_PREFIX + event_type
+    row = OutboxMessage.objects.create(id=event["id"], message_type=kind, saga_id=saga_id or uuid.UUID(int=0),
+                                       body=event)
+    transaction.on_commit(lambda: outbox.publish_committed([(row.id, kind, event)]), robust=True)
+    return event
+
+
+def publish(event: dict, *, message_id: str):
+    """Publish one event onto the exchange, persistent and confirmed (the outbox calls it)."""
+    from orderhub import topology
+    from orderhub.celery import app
+
+    topology.ensure_declared(app)
+    with app.producer_or_acquire() as producer:
+        producer.publish(
+            json.dumps(event).encode(), exchange=EXCHANGE, routing_key=event["type"], content_type=CONTENT_TYPE,
+            content_encoding="utf-8", delivery_mode=2, message_id=message_id, type=event["type"],
+            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+        )
+
+
+def schema(event_type: str) -> dict:
+    return json.loads((SCHEMAS / f"{event_type}.json").read_text())
+
+
+# --- what the order's events carry -------------------------------------------------------------
+def order_data(order) -> dict:
+    """Money as decimal strings, never floats."""
+    return {
+        "order_id": str(order.id),
+        "client_id": order.client_id,
+        "status": order.status,
+        "failure_reason": order.failure_reason,
+        "total": str(order.total),
+        "items": [{"sku": item.sku, "quantity": item.quantity, "unit_price": str(item.unit_price)}
+                  for item in order.items.all()],
+        "placed_at": order.created_at.isoformat().replace("+00:00", "Z"),
+    }
