@@ -89,7 +89,8 @@ def _queues():
     response = rabbitmq_api.get(f"queues/{rabbitmq_api.vhost_path()}"
                                 "?columns=name,messages_ready,messages_unacknowledged,consumers", timeout=2)
     response.raise_for_status()
-    ours = set(topology.QUEUE_BINDINGS) | {topology.dlq_name(q) for q in topology.DEAD_LETTERED} | {
+    ours = set(topology.QUEUE_BINDINGS) | set(topology.EVENT_SUBSCRIBERS) | {
+        topology.dlq_name(q) for q in topology.DEAD_LETTERED} | {
         topology.PARKING_QUEUE}
     ready = GaugeMetricFamily("orderhub_queue_messages_ready", "Messages waiting in a queue", labels=["queue"])
     unacked = GaugeMetricFamily("orderhub_queue_messages_unacked", "Messages delivered, not yet acked",
@@ -110,7 +111,7 @@ def _dead_letters():
                                labels=["queue", "status"])
     from orderhub import topology
 
-    known, counts = set(topology.QUEUE_BINDINGS), {}
+    known, counts = set(topology.QUEUE_BINDINGS) | set(topology.EVENT_SUBSCRIBERS), {}
     for queue, status, n in DeadLetter.objects.values_list("queue", "status").annotate(n=Count("id")).order_by():
         key = (queue if queue in known else "other", status)  # a forged x-death must not mint labels
         counts[key] = counts.get(key, 0) + n

@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI and Redoc served from here: /api/docs/ works offline
     "orderhub.orders",
     "orderhub.deadletters",
+    "orderhub.reports",
     "sagas",
     "workers.inventory",
     "workers.payments",

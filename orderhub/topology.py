@@ -47,8 +47,14 @@ QUEUE_BINDINGS = {f"{domain}.commands": f"{domain}.*" for domain in DOMAINS} | {
     CONTROL_QUEUE: "saga.control.#",
     TICKS_QUEUE: "saga.tick.#",
 }
+# Subscribers of the domain events (orderhub/events.py) that ship with OrderHub: their queue on
+# EVENTS_EXCHANGE -> the event types it is bound to. Each is a quorum queue with a dead-letter queue.
+EVENT_SUBSCRIBERS = {
+    "projections.sales": ("order.completed", "order.failed", "order.cancelled", "order.needs_attention",
+                          "order.resolved"),
+}
 # Queues whose messages go to a dead-letter queue when rejected; every queue but the ticks.
-DEAD_LETTERED = [name for name in QUEUE_BINDINGS if name != TICKS_QUEUE]
+DEAD_LETTERED = [name for name in QUEUE_BINDINGS if name != TICKS_QUEUE] + list(EVENT_SUBSCRIBERS)
 
 
 def command_queue(message_type: str) -> str | None:
@@ -71,6 +77,14 @@ def queue_arguments(name):
         "x-overflow": "reject-publish",
         "x-delivery-limit": DELIVERY_LIMIT,
     }
+
+
+def subscriber_queue(name, *, no_declare=False):
+    """An event subscriber's queue, bound to each of its event types (kombu bindings)."""
+    from kombu import binding
+
+    return Queue(name, bindings=[binding(EVENTS_EXCHANGE, routing_key=key) for key in EVENT_SUBSCRIBERS[name]],
+                 durable=True, queue_arguments=queue_arguments(name), no_declare=no_declare)
 
 
 def dlq_name(queue_name):
@@ -114,6 +128,9 @@ def declare(connection: Connection):
         Queue(PARKING_QUEUE, durable=True, queue_arguments={"x-queue-type": "quorum"})(channel).declare()
         for name in QUEUE_BINDINGS:
             channel = _declare_queue(connection, channel, _work_queue(name, no_declare=False))
+        for name in EVENT_SUBSCRIBERS:
+            queue = subscriber_queue(name)
+            queue(channel).declare()
     finally:
         channel.close()
 

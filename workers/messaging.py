@@ -263,8 +263,18 @@ def _retry(task, command, exc, counts, kind, policy):
                     error=f"{error}: {exc}")
         delivery.retrying(command.message_id, delay)
         process_metrics.RETRIES.labels(command.type, kind).inc()
-        raise task.retry(args=[command.to_dict()], kwargs={"retried": counts | {kind: so_far + 1}},
-                         countdown=delay, exc=exc, **withheld(command.type))
+        try:
+            raise task.retry(args=[command.to_dict()], kwargs={"retried": counts | {kind: so_far + 1}},
+                             countdown=delay, exc=exc, **withheld(command.type))
+        except Reject as rejected:
+            if rejected.requeue:
+                raise
+            # Celery could not publish the retry (the broker node it published to went away) and
+            # would reject the message to the dead-letter queue. Nothing is wrong with the message:
+            # it goes back to its queue and is tried again, on whatever node serves it now.
+            log.warning("retry could not be published; the command goes back to its queue",
+                        message_id=command.message_id, error=repr(rejected.reason))
+            raise Reject(rejected.reason, requeue=True) from None
 
 
 def _retry_or_give_up(task, command, exc, counts):

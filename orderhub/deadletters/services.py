@@ -88,7 +88,7 @@ def deadletter_archive(*, body: bytes, headers: dict, properties: dict, dlq: str
     log.info("dead letter archived", id=letter.id, queue=str(queue), key=key, reason=reason)
     from orderhub import topology
 
-    known = queue if queue in topology.QUEUE_BINDINGS else "other"  # a forged x-death must not mint labels
+    known = queue if queue in topology.QUEUE_BINDINGS or queue in topology.EVENT_SUBSCRIBERS else "other"  # a forged x-death must not mint labels
     transaction.on_commit(lambda: process_metrics.DEAD_LETTERS.labels(known, process_metrics.reason_kind(reason)).inc())
     return letter
 

@@ -158,7 +158,7 @@ def start_cluster(env, args):
     for name in WORKERS:
         count = 2 if name == "orchestrator" else args.workers_per_domain + (1 if name == "payments" else 0)
         victims += [cluster.start(name, index=i) for i in range(1, count + 1)]
-    for name in ("api", "beat", "deadletters"):
+    for name in ("api", "beat", "deadletters", "projections"):
         cluster.start(name)
     return cluster, victims
 
@@ -608,6 +608,25 @@ def check_invariants(placed, initial, poison_keys):
     return results
 
 
+def projection_matches():
+    """I9: the sales projection, fed by order events through every fault, equals a rebuild from the
+    orders (waiting for it to apply what is still in its queue)."""
+    from django.db import close_old_connections
+
+    from orderhub.reports import projection
+
+    def same():
+        close_old_connections()
+        return projection.from_projection() == projection.from_orders()
+
+    if wait_until(same, 60, "the sales projection to equal a rebuild"):
+        return ("I9", "the sales projection equals a rebuild from the orders", [])
+    held, truth = projection.from_projection(), projection.from_orders()
+    return ("I9", "the sales projection equals a rebuild from the orders",
+            [f"{part}: projection {held[part]!s:.200} / orders {truth[part]!s:.200}"
+             for part in ("by_day", "by_sku", "by_outcome") if held[part] != truth[part]])
+
+
 def print_table(results, outcomes, facts):
     print()
     print(f"{'':4}{'invariant':78} result")
@@ -714,6 +733,7 @@ def main(argv=None):
         results.append(("I8", "no order failed by a deadline but tok_slow's (a deadline measures silence, not load)",
                         [f"{count} {scenario} orders deadline_exceeded" for scenario, count in sorted(timed_out.items())
                          if scenario != "slow"]))
+        results.append(projection_matches())
         if not quiet:
             results.append(("--", "the run settled within its time limit", ["did not settle"]))
         if rabbit and len(monkey.node_kills) != 2:

@@ -31,7 +31,7 @@ def purge_all_queues():
     with app.connection_for_write() as connection:
         topology.declare(connection)
         channel = connection.channel()
-        for name in topology.QUEUE_BINDINGS:
+        for name in [*topology.QUEUE_BINDINGS, *topology.EVENT_SUBSCRIBERS]:
             channel.queue_purge(name)
         for name in topology.DEAD_LETTERED:
             channel.queue_purge(topology.dlq_name(name))
@@ -59,6 +59,7 @@ def cluster(django_db_setup, django_db_blocker):
     keys = [running.start(name) for name in WORKERS]
     running.start("beat")
     running.start("deadletters")
+    running.start("projections")
     try:
         running.wait_ready(keys)
         yield running

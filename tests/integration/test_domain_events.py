@@ -2,6 +2,7 @@
 orderhub.events exchange receives one CloudEvent per fact, each valid against its JSON Schema in
 contracts/events/, from orders that complete, fail and are cancelled through real processes."""
 import json
+from decimal import Decimal
 import uuid
 
 import pytest
@@ -87,3 +88,20 @@ def test_a_subscriber_sees_one_valid_cloudevent_per_fact(live, subscriber):
     assert facts[("order.failed", str(declined.id))][0]["data"]["failure_reason"] == "payment_declined"
     assert facts[("order.failed", str(unsupported.id))][0]["data"]["failure_reason"] == "address_unsupported"
     assert facts[("order.placed", str(completed.id))][0]["sagaid"] == str(completed.saga_id)
+
+
+def test_the_sales_projection_fed_by_the_projections_process_equals_a_rebuild(live):
+    from orderhub.reports import projection
+
+    sku = product(price="3.00", stock=10)
+    client = api_client()
+    orders = [wait_ended(place(client, sku=sku, quantity=q, token=t)["id"])
+              for q, t in ((1, "tok_ok"), (2, "tok_ok"), (1, "tok_declined"))]
+    assert [o.status for o in orders] == ["completed", "completed", "failed"]
+
+    held = eventually(lambda: (r := projection.from_projection())["by_outcome"] == {"completed": 2, "failed": 1} and r,
+                      timeout=15, message="the projection to apply the three endings")
+
+    assert held == projection.from_orders()
+    assert [(units, revenue) for _, _, units, revenue in held["by_day"]] == [(3, Decimal("9.00"))]
+    assert projection.rebuild() == held == projection.from_projection()

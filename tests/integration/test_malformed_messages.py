@@ -25,7 +25,7 @@ from tests.support import poison
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, databases="__all__")]
 
-QUEUES = [*topology.QUEUE_BINDINGS, *(topology.dlq_name(name) for name in topology.DEAD_LETTERED)]
+QUEUES = poison.QUEUES
 TASKS = ["inventory.reserve", "inventory.release", "payments.authorize", "payments.capture", "payments.void",
          "shipping.create", "shipping.cancel", "notifications.send", "saga.reply", "saga.tick.relay_outbox",
          "saga.tick.sweep_deadlines"]

@@ -32,6 +32,8 @@ class Cluster:
             return CELERY + ["beat", "-s", str(self.log_dir / "celerybeat-schedule"), "--pidfile=", "-l", "INFO"]
         if name == "deadletters":
             return [sys.executable, "manage.py", "deadletters", "consume"]
+        if name == "projections":
+            return [sys.executable, "manage.py", "projections", "consume"]
         if name == "api":
             return [sys.executable, "-m", "gunicorn", "orderhub.wsgi", "--bind", self.env["ORDERHUB_API_BIND"],
                     "--workers", self.env.get("ORDERHUB_API_WORKERS", "2"), "--timeout", "60"]

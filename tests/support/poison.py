@@ -58,8 +58,10 @@ KINDS = {
     "unknown task": lambda task, mid: _task([[{}], {}, {}], task="no.such.task", message_id=mid),
 }
 
-# Every queue a process consumes: the work queues (ticks included) and the dead-letter queues.
-QUEUES = [*topology.QUEUE_BINDINGS, *(topology.dlq_name(name) for name in topology.DEAD_LETTERED)]
+# Every queue a process consumes: the work queues (ticks included), the event subscribers' queues
+# and the dead-letter queues.
+QUEUES = [*topology.QUEUE_BINDINGS, *topology.EVENT_SUBSCRIBERS,
+          *(topology.dlq_name(name) for name in topology.DEAD_LETTERED)]
 
 
 def malformed(kind, queue, message_id):

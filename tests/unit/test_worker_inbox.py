@@ -66,3 +66,33 @@ def test_a_copy_committed_between_our_snapshot_and_our_lock_is_answered_from_the
     assert again.to_dict() == first.to_dict()
     assert available() == 3
     assert Reservation.objects.using("inventory").filter(saga_id=command.saga_id).count() == 1
+
+
+def test_a_retry_that_cannot_be_published_goes_back_to_its_queue_not_to_the_dead_letters(monkeypatch):
+    """Celery rejects the message in hand without requeueing (to the dead-letter queue) when it
+    cannot publish its retry, as when the broker node it publishes to is killed."""
+    from collections import Counter
+
+    from celery.canvas import Signature
+    from celery.exceptions import Reject
+    from django.db import OperationalError
+
+    from orderhub.celery import app
+
+    def broker_gone(self, *args, **kwargs):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(Signature, "apply_async", broker_gone)
+    command = reserve_command()
+    app.loader.import_default_modules()  # as a worker does when it starts
+    task = app.tasks["inventory.reserve"]
+    task.push_request(id=command.message_id, retries=0, called_directly=False, args=[command.to_dict()], kwargs={},
+                      delivery_info={"routing_key": "inventory.reserve"})
+    try:
+        with pytest.raises(Reject) as rejected:
+            messaging._retry(task, command, OperationalError("database unreachable"), Counter(), "infrastructure",
+                             messaging.infrastructure_policy())
+    finally:
+        task.pop_request()
+
+    assert rejected.value.requeue is True

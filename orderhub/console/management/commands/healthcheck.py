@@ -4,6 +4,7 @@ doing its job, 1 (with the reason) when not.
     healthcheck worker NAME     the Celery worker NAME (NAME@this host unless NAME has an @) answers a ping
     healthcheck beat            beat's tick reached an orchestrator within BEAT_TICK_MAX seconds
     healthcheck archiver        every dead-letter queue has a consumer (the deadletters process)
+    healthcheck projections     every event subscriber's queue has a consumer (the projections process)
     healthcheck flower [URL]    Flower answers its /healthcheck
 """
 import socket
@@ -18,10 +19,10 @@ BEAT_TICK_MAX = 60.0  # generous: a tick is noted by an orchestrator, which may 
 
 
 class Command(BaseCommand):
-    help = "Exit 0 if this kind of process is healthy: worker NAME | beat | archiver | flower [URL]"
+    help = "Exit 0 if this kind of process is healthy: worker NAME | beat | archiver | projections | flower [URL]"
 
     def add_arguments(self, parser):
-        parser.add_argument("kind", choices=["worker", "beat", "archiver", "flower"])
+        parser.add_argument("kind", choices=["worker", "beat", "archiver", "projections", "flower"])
         parser.add_argument("target", nargs="?", help="worker: its node name; flower: its base URL")
         parser.add_argument("--timeout", type=float, default=5.0)
 
@@ -49,6 +50,15 @@ class Command(BaseCommand):
 
     def _archiver(self, target, timeout):
         idle = sorted(name for name, count in health._dlq_consumers().items() if not count)
+        return f"nobody consumes {', '.join(idle)}" if idle else None
+
+    def _projections(self, target, timeout):
+        from orderhub import rabbitmq_api, topology
+
+        response = rabbitmq_api.get(f"queues/{rabbitmq_api.vhost_path()}?columns=name,consumers", timeout=timeout)
+        response.raise_for_status()
+        consumers = {queue["name"]: queue.get("consumers", 0) for queue in response.json()}
+        idle = sorted(name for name in topology.EVENT_SUBSCRIBERS if not consumers.get(name))
         return f"nobody consumes {', '.join(idle)}" if idle else None
 
     def _flower(self, target, timeout):
