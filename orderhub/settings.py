@@ -233,11 +233,13 @@ if RETENTION_INBOX_DAYS < RETENTION_DEAD_LETTER_DAYS:
     # A replayed dead letter must still find its inbox row, or its command would run a second time.
     raise RuntimeError("ORDERHUB_RETENTION_INBOX_DAYS must be at least ORDERHUB_RETENTION_DEAD_LETTER_DAYS")
 
-# The payment provider's circuit breaker (workers/payments/circuit.py): open after this many
-# timeouts in a row, for this many seconds, then one trial call. Off (0) by default: counting
-# timeouts in a row, it takes one charge that always times out (the chaos suite's tok_void_broken)
-# for a provider outage and holds every payment (README, Circuit breaker).
-PROVIDER_CIRCUIT_FAIL_MAX = env.int("ORDERHUB_PROVIDER_CIRCUIT_FAIL_MAX", default=0)
+# The payment provider's circuit breaker (workers/payments/circuit.py): it opens when, over the
+# last WINDOW seconds, at least MIN_CALLS calls were made and FAILURE_RATE of them timed out.
+# MIN_CALLS=0 turns it off. (Counting timeouts in a row instead, it once took one charge that always
+# times out, the chaos suite's tok_void_broken, for a provider outage.) Open for RESET seconds.
+PROVIDER_CIRCUIT_MIN_CALLS = env.int("ORDERHUB_PROVIDER_CIRCUIT_MIN_CALLS", default=20)
+PROVIDER_CIRCUIT_FAILURE_RATE = env.float("ORDERHUB_PROVIDER_CIRCUIT_FAILURE_RATE", default=0.5)
+PROVIDER_CIRCUIT_WINDOW_SECONDS = env.float("ORDERHUB_PROVIDER_CIRCUIT_WINDOW_SECONDS", default=10.0)
 PROVIDER_CIRCUIT_RESET_SECONDS = env.float("ORDERHUB_PROVIDER_CIRCUIT_RESET_SECONDS", default=30.0)
 
 # /health/ (orderhub/health.py): its details for `Authorization: Bearer <token>` (staff see them anyway).

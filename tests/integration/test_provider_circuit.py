@@ -1,5 +1,5 @@
 """The payment provider's circuit breaker through a real payments worker: the provider goes down
-(the sandbox's outage switch), the circuit opens after the failure limit, the provider is then
+(the sandbox's outage switch), the circuit opens on the rate of timeouts, the provider is then
 spared while the commands are held, /health/ says so, and once the provider is back a trial call
 closes the circuit: the held orders go on, every order ends, no hold is left open."""
 import signal
@@ -24,12 +24,12 @@ RESET_SECONDS = 3.0  # pybreaker stores when it opened to the second: open 2 to 
 
 @pytest.fixture
 def breaking_payments(live, settings):
-    """The session's payments worker (its breaker off, the default) swapped for one whose circuit
-    opens after 3 timeouts, for 3 s."""
+    """The session's payments worker (its breaker as shipped: 20 calls at least) swapped for one
+    whose circuit opens once 3 calls of the last 10 s were made and half of them timed out, for 3 s."""
     # This process reads the circuit too, with the worker's settings.
-    settings.PROVIDER_CIRCUIT_FAIL_MAX, settings.PROVIDER_CIRCUIT_RESET_SECONDS = 3, RESET_SECONDS
+    settings.PROVIDER_CIRCUIT_MIN_CALLS, settings.PROVIDER_CIRCUIT_RESET_SECONDS = 3, RESET_SECONDS
     live.kill("payments-1", signal.SIGTERM)
-    strict = Processes(live.env | {"ORDERHUB_PROVIDER_CIRCUIT_FAIL_MAX": "3",
+    strict = Processes(live.env | {"ORDERHUB_PROVIDER_CIRCUIT_MIN_CALLS": "3",
                                    "ORDERHUB_PROVIDER_CIRCUIT_RESET_SECONDS": str(RESET_SECONDS)}, Path(LOG_DIR))
     try:
         strict.wait_ready([strict.start("payments", index=8)])

@@ -1,5 +1,5 @@
 """The payment provider's circuit breaker (workers/payments/circuit.py) with the real Redis and the
-sandbox's outage switch: it opens after the failure limit and then stops calling the provider,
+sandbox's outage switch: it opens when enough of the recent calls time out and then stops calling the provider,
 fails fast as a transient error, and closes after a successful trial once the provider is back."""
 import time
 import uuid
@@ -18,7 +18,10 @@ def fresh_circuit(monkeypatch, settings):
     """A circuit of this test's own (the integration suite's workers share Redis with this session)."""
     monkeypatch.setattr(circuit, "NAME", f"test-{uuid.uuid4().hex[:8]}")
     monkeypatch.setattr(circuit, "_breaker", None)
-    settings.PROVIDER_CIRCUIT_FAIL_MAX = 3
+    # Opens when, in the last 10 s, at least 3 calls were made and half of them timed out.
+    settings.PROVIDER_CIRCUIT_MIN_CALLS = 3
+    settings.PROVIDER_CIRCUIT_FAILURE_RATE = 0.5
+    settings.PROVIDER_CIRCUIT_WINDOW_SECONDS = 10.0
     # pybreaker keeps the time it opened in Redis to the whole second: an open period is between
     # one second short of this and this.
     settings.PROVIDER_CIRCUIT_RESET_SECONDS = 2.0
@@ -56,6 +59,28 @@ def test_the_circuit_opens_stops_calling_and_closes_again_after_a_good_trial(fre
     time.sleep(2.1)
     assert authorize().approved  # the trial succeeds
     assert circuit.state() == "closed" and authorize().approved
+
+
+def test_one_charge_that_always_times_out_among_many_good_calls_does_not_open_it(fresh_circuit, monkeypatch):
+    """What a count of timeouts in a row got wrong: the chaos suite's tok_void_broken, whose void
+    always times out, took the provider for down. The rate sees it among the rest."""
+    broken = provider.authorize(token="tok_void_broken", amount=Decimal("5.00"), idempotency_key=f"vb-{uuid.uuid4()}")
+    for _ in range(7):
+        assert authorize().approved
+    for _ in range(4):  # four timeouts in a row, but 4 of 12 calls
+        with pytest.raises(provider.ProviderTimeout):
+            provider.void(ref=broken.ref)
+    assert circuit.state() == "closed"
+
+    provider.outage(True)  # then the provider really goes: the rate climbs past half, and it opens
+    with pytest.raises(Exception):
+        for _ in range(8):
+            try:
+                authorize()
+            except provider.ProviderTimeout:
+                continue
+    assert circuit.state() == "open"
+    provider.outage(False)
 
 
 def test_the_providers_refusals_do_not_open_it(fresh_circuit):

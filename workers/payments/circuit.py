@@ -1,7 +1,10 @@
 """A circuit breaker around the payment provider (pybreaker), shared by every payments worker
 through Redis.
 
-Closed, calls go through. After PROVIDER_CIRCUIT_FAIL_MAX timeouts in a row it opens: for
+Closed, calls go through. It opens on the rate of timeouts, not on a run of them: when, over the
+last PROVIDER_CIRCUIT_WINDOW_SECONDS, at least PROVIDER_CIRCUIT_MIN_CALLS calls were made and at
+least PROVIDER_CIRCUIT_FAILURE_RATE of them timed out (so one charge whose calls always fail, among
+many that succeed, does not take the provider for down). Open, for
 PROVIDER_CIRCUIT_RESET_SECONDS every call fails at once with ProviderUnavailable, and the command
 is held by RabbitMQ until the circuit lets a trial through, instead of hammering a provider that is
 down. Held on a budget of its own (workers/messaging.py, DependencyUnavailable): an outage does
@@ -11,8 +14,11 @@ period may be up to a second shorter.) Only the provider's timeouts count: its r
 database's errors are ours. With Redis unreachable the circuit reads as closed (the provider is
 called, as without a breaker).
 
-Its state is in /health/ and in the metrics (orderhub_circuit_state, orderhub_circuit_rejected_total)."""
+Its state is in /health/ and in the metrics (orderhub_circuit_state, orderhub_circuit_rejected_total).
+PROVIDER_CIRCUIT_MIN_CALLS=0 turns it off."""
 import random
+import sys
+import time
 from datetime import datetime, timezone
 
 import pybreaker
@@ -40,6 +46,60 @@ def _storage():
     return pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, _redis(), namespace=f"orderhub:{NAME}")
 
 
+def _enabled() -> bool:
+    return settings.PROVIDER_CIRCUIT_MIN_CALLS > 0
+
+
+class FailureRate(pybreaker.CircuitBreakerListener):
+    """Counts calls and timeouts in one-second buckets in Redis (shared by every payments worker)
+    and opens the circuit when the window's rate reaches the threshold. pybreaker's own count of
+    failures in a row is set out of reach (fail_max), so this is what opens a closed circuit."""
+
+    def _keys(self, kind, now):
+        return [f"orderhub:{NAME}:{kind}:{second}"
+                for second in range(now - int(settings.PROVIDER_CIRCUIT_WINDOW_SECONDS) + 1, now + 1)]
+
+    def _count(self, failed: bool) -> tuple[int, int]:
+        """Add this call; return (calls, timeouts) in the window."""
+        now, ttl = int(time.time()), int(settings.PROVIDER_CIRCUIT_WINDOW_SECONDS) + 2
+        pipe = _redis().pipeline()
+        for kind in ("calls", "timeouts") if failed else ("calls",):
+            key = f"orderhub:{NAME}:{kind}:{now}"
+            pipe.incr(key)
+            pipe.expire(key, ttl)
+        pipe.mget(self._keys("calls", now))
+        pipe.mget(self._keys("timeouts", now))
+        *_, calls, timeouts = pipe.execute()
+        return sum(int(n or 0) for n in calls), sum(int(n or 0) for n in timeouts)
+
+    def success(self, cb):
+        try:
+            self._count(failed=False)
+        except redis.RedisError:  # a hint lost; the call itself went through
+            pass
+
+    def failure(self, cb, exc):
+        try:
+            calls, timeouts = self._count(failed=True)
+        except redis.RedisError:
+            return
+        if cb.current_state == pybreaker.STATE_CLOSED and calls >= settings.PROVIDER_CIRCUIT_MIN_CALLS and \
+                timeouts >= settings.PROVIDER_CIRCUIT_FAILURE_RATE * calls:
+            cb.open()
+            # As pybreaker does when its own threshold trips: this call fails as the circuit's.
+            raise pybreaker.CircuitBreakerError(f"{timeouts} of {calls} calls timed out in the last "
+                                                f"{settings.PROVIDER_CIRCUIT_WINDOW_SECONDS:g} s; circuit opened")
+
+    def state_change(self, cb, old_state, new_state):
+        if new_state is not None and new_state.name == pybreaker.STATE_CLOSED:
+            # A closed circuit starts counting afresh (a trial succeeded, or an operator closed it).
+            try:
+                now = int(time.time())
+                _redis().delete(*self._keys("calls", now), *self._keys("timeouts", now))
+            except redis.RedisError:
+                pass
+
+
 _breaker: pybreaker.CircuitBreaker | None = None
 
 
@@ -49,14 +109,14 @@ def breaker() -> pybreaker.CircuitBreaker:
         from workers.payments.provider import ProviderTimeout
 
         _breaker = pybreaker.CircuitBreaker(
-            fail_max=settings.PROVIDER_CIRCUIT_FAIL_MAX, reset_timeout=settings.PROVIDER_CIRCUIT_RESET_SECONDS,
-            state_storage=_storage(), exclude=[lambda exc: not isinstance(exc, ProviderTimeout)], name=NAME)
+            fail_max=sys.maxsize, reset_timeout=settings.PROVIDER_CIRCUIT_RESET_SECONDS, state_storage=_storage(),
+            exclude=[lambda exc: not isinstance(exc, ProviderTimeout)], listeners=[FailureRate()], name=NAME)
     return _breaker
 
 
 def guarded(call, *args, **kwargs):
     """`call(*args, **kwargs)` through the circuit (straight, while the breaker is off)."""
-    if settings.PROVIDER_CIRCUIT_FAIL_MAX <= 0:
+    if not _enabled():
         return call(*args, **kwargs)
     try:
         return breaker().call(call, *args, **kwargs)
@@ -81,7 +141,7 @@ def state() -> str:
     it (health, metrics). pybreaker moves on only when called: an open circuit past its reset
     timeout is reported half-open (the next call is the trial), not open for as long as no
     payment comes."""
-    if settings.PROVIDER_CIRCUIT_FAIL_MAX <= 0:
+    if not _enabled():
         return "off"
     storage = _storage()
     current = storage.state
