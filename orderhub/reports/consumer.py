@@ -27,14 +27,23 @@ class Projector(ConsumerMixin):
     def on_connection_revived(self):
         topology.declare(self.connection)
 
+    def on_decode_error(self, message, exc):
+        # kombu could not even unpack it (a `compression` header over a body that is not
+        # compressed, say); ConsumerMixin would ack it away.
+        self.dead_letter(message, f"cannot decode the message: {exc!r:.300}")
+
+    def dead_letter(self, message, why):
+        reason = f"malformed: {why}"  # as every consumer notes its poison
+        log.warning("event dead-lettered", reason=reason, message_id=message.properties.get("message_id"))
+        note_reason(message_key(headers=dict(message.headers or {}), properties=dict(message.properties or {}),
+                                body=message.body), reason)
+        message.reject(requeue=False)
+
     def on_message(self, message):
         try:
             event = projection.decode(message.body)
         except projection.BadEvent as exc:
-            log.warning("event dead-lettered", reason=str(exc), message_id=message.properties.get("message_id"))
-            note_reason(message_key(headers=dict(message.headers or {}), properties=dict(message.properties or {}),
-                                    body=message.body), str(exc))
-            message.reject(requeue=False)
+            self.dead_letter(message, str(exc))
             return
         try:
             close_old_connections()

@@ -23,7 +23,8 @@ def test_a_queue_declared_earlier_with_other_arguments_does_not_stop_a_process_f
         channel = connection.channel()
         channel.queue_declare(name, durable=True)  # an "old" classic queue with no arguments
         try:
-            channel = topology._declare_work_queue(connection, connection.channel(), name)
+            channel = topology._declare_queue(connection, connection.channel(),
+                                              topology._work_queue(name, no_declare=False))
             # Still usable: the binding is in place and messages route to it.
             channel.basic_publish(amqp.Message(b"{}"), exchange=topology.EXCHANGE.name, routing_key="test.migrate.x")
             assert channel.queue_declare(name, passive=True).message_count == 1
