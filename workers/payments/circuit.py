@@ -92,12 +92,14 @@ class FailureRate(pybreaker.CircuitBreakerListener):
 
     def state_change(self, cb, old_state, new_state):
         if new_state is not None and new_state.name == pybreaker.STATE_CLOSED:
-            # A closed circuit starts counting afresh (a trial succeeded, or an operator closed it).
-            try:
-                now = int(time.time())
-                _redis().delete(*self._keys("calls", now), *self._keys("timeouts", now))
-            except redis.RedisError:
-                pass
+            self.forget()  # a closed circuit starts counting afresh (a trial succeeded, or an operator closed it)
+
+    def forget(self):
+        try:
+            now = int(time.time())
+            _redis().delete(*self._keys("calls", now), *self._keys("timeouts", now))
+        except redis.RedisError:
+            pass
 
 
 _breaker: pybreaker.CircuitBreaker | None = None
@@ -154,5 +156,7 @@ def state() -> str:
 
 
 def reset():
-    """Close the circuit (tests, and an operator sure the provider is back)."""
+    """Close the circuit and forget the calls counted so far (tests, and an operator sure the
+    provider is back)."""
     breaker().close()
+    FailureRate().forget()
