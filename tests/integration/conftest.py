@@ -2,10 +2,13 @@
 dead-letter archiver, started as subprocesses against pytest-django's test databases, the real
 RabbitMQ (its own vhost) and Redis."""
 import os
+import time
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management.base import CommandError
+from django.test.testcases import TransactionTestCase
 
 from orderhub import topology
 from orderhub.celery import app
@@ -14,6 +17,26 @@ from tests.support.cluster import ROOT, WORKERS, Cluster
 
 LOG_DIR = ROOT / "var" / "test-logs"
 PROCESSES = WORKERS  # the Celery workers, each started once as <name>-1
+
+
+def _flush_retrying_on_deadlock(original):
+    """The live processes may still be finishing as a test's data is flushed (an event applied by
+    the projections process, a relay sweep): TRUNCATE and their transactions can deadlock, and
+    PostgreSQL aborts one of them. When it aborts the flush, flush again."""
+
+    def teardown(self):
+        for attempt in range(5):
+            try:
+                return original(self)
+            except CommandError as exc:
+                if attempt == 4 or "deadlock detected" not in str(exc.__cause__ or ""):
+                    raise
+                time.sleep(0.5)
+
+    return teardown
+
+
+TransactionTestCase._fixture_teardown = _flush_retrying_on_deadlock(TransactionTestCase._fixture_teardown)
 
 
 class TestCluster(Cluster):
