@@ -1,19 +1,11 @@
+"""The sales projection, read-only: written by the projection alone (`manage.py projections
+rebuild` recomputes it)."""
 from django.contrib import admin
 
+from orderhub.readonly_admin import ReadOnlyAdmin
 from orderhub.reports.models import DailySales, OutcomeCount, SkuDailySales
 
-
-class ReadModelAdmin(admin.ModelAdmin):
-    """Written by the projection only (`manage.py projections rebuild` to recompute)."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+ReadModelAdmin = ReadOnlyAdmin
 
 
 @admin.register(DailySales)
