@@ -5,22 +5,20 @@ from django.contrib import admin
 from orderhub.readonly_admin import ReadOnlyAdmin
 from orderhub.reports.models import DailySales, OutcomeCount, SkuDailySales
 
-ReadModelAdmin = ReadOnlyAdmin
-
 
 @admin.register(DailySales)
-class DailySalesAdmin(ReadModelAdmin):
+class DailySalesAdmin(ReadOnlyAdmin):
     list_display = ("day", "orders", "units", "revenue")
     date_hierarchy = "day"
 
 
 @admin.register(SkuDailySales)
-class SkuDailySalesAdmin(ReadModelAdmin):
+class SkuDailySalesAdmin(ReadOnlyAdmin):
     list_display = ("day", "sku", "units", "revenue")
     list_filter = ("day",)
     search_fields = ("sku",)
 
 
 @admin.register(OutcomeCount)
-class OutcomeCountAdmin(ReadModelAdmin):
+class OutcomeCountAdmin(ReadOnlyAdmin):
     list_display = ("status", "orders")

@@ -73,7 +73,7 @@ def test_one_charge_that_always_times_out_among_many_good_calls_does_not_open_it
     assert circuit.state() == "closed"
 
     provider.outage(True)  # then the provider really goes: the rate climbs past half, and it opens
-    with pytest.raises(Exception):
+    with pytest.raises(circuit.ProviderUnavailable):
         for _ in range(8):
             try:
                 authorize()
