@@ -25,6 +25,7 @@ log = structlog.get_logger(__name__)
 
 # Sent inside the transaction that ends a saga, so listeners update their rows atomically with it.
 saga_ended = django.dispatch.Signal()  # kwargs: saga
+saga_resumed = django.dispatch.Signal()  # kwargs: saga; a parked saga works again, in its transaction
 step_succeeded = django.dispatch.Signal()  # kwargs: saga, step (its name), data (the reply's); in the saga's transaction
 
 REGISTRY: dict[str, Saga] = {}
@@ -246,6 +247,7 @@ def _resume_if_parked(saga, step, why):
         if saga.status == SagaStatus.RUNNING:
             saga.failure_reason = ""
         _event(saga, step.name, SagaEvent.Kind.STATUS, None, "", {"resumed": why})
+        saga_resumed.send(sender=SagaInstance, saga=saga)
 
 
 def _on_action_reply(saga, definition, step, reply):
@@ -585,6 +587,7 @@ def saga_retry(*, saga_id) -> SagaInstance:
         saga.ended_at = None
         _event(saga, step.name, SagaEvent.Kind.STATUS, None, "", {"retry": "requested by an operator"})
         _send(saga, definition, step, compensation=compensation)
+        saga_resumed.send(sender=SagaInstance, saga=saga)
         saga.version += 1
         saga.save()
         return saga

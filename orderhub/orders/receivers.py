@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from orderhub import events
 from orderhub.orders.models import Order, OrderStatus
-from sagas.engine import saga_ended, step_succeeded
+from sagas.engine import saga_ended, saga_resumed, step_succeeded
 from sagas.models import SagaStatus
 
 
@@ -31,6 +31,16 @@ def update_order_when_saga_ends(sender, saga, **kwargs):
     if order is not None:
         events.event_record(events.ORDER_ENDED[status], subject=order.id, data=events.order_data(order),
                             saga_id=saga.id)
+
+
+@receiver(saga_resumed)
+def reopen_order_when_saga_resumes(sender, saga, **kwargs):
+    """A needs_attention order whose saga works again (an operator's retry, a late success) is
+    pending until the saga ends again: a client polling it never reads a parked state that is over."""
+    if saga.saga_type != "place_order":
+        return
+    Order.objects.filter(id=saga.correlation_id, status=OrderStatus.NEEDS_ATTENTION).update(
+        status=OrderStatus.PENDING, failure_reason=None, updated_at=timezone.now())
 
 
 @receiver(step_succeeded)

@@ -2,8 +2,8 @@
 rebuilds them from the recorded history (the orders themselves) to the same numbers.
 
 `apply` is idempotent: an event id already applied is skipped (ProcessedEvent), and an order is
-counted once whatever arrives late or twice (ProjectedOrder: needs_attention may move on to
-resolved; nothing else moves). The consumer and a rebuild take one advisory lock in turn."""
+counted once whatever arrives late or twice (ProjectedOrder: needs_attention may move on to any
+final status, resolved, or failed or completed after an operator's retry; a final one never moves). The consumer and a rebuild take one advisory lock in turn."""
 import json
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -20,7 +20,7 @@ from orderhub.reports.models import DailySales, OutcomeCount, ProcessedEvent, Pr
 QUEUE = "projections.sales"
 BINDINGS = tuple(events.ORDER_ENDED.values())  # the events the projection subscribes to
 ENDINGS = {kind: status for status, kind in events.ORDER_ENDED.items()}
-RANK = {"needs_attention": 1, "resolved": 2}  # a later status may replace an earlier one of lower rank
+RANK = {"needs_attention": 1}  # a later status may replace an earlier one of lower rank; final ones rank 2
 LOCK_KEY = 0x0DE5A1E5
 DATABASE = "default"
 _validators = {}
@@ -72,7 +72,7 @@ def apply(event: dict) -> bool:
         if not ProcessedEvent.objects.get_or_create(event_id=event["id"])[1]:
             return False
         previous = ProjectedOrder.objects.filter(order_id=data["order_id"]).values_list("status", flat=True).first()
-        if previous is not None and RANK.get(status, 1) <= RANK.get(previous, 1):
+        if previous is not None and RANK.get(status, 2) <= RANK.get(previous, 2):
             return False
         ProjectedOrder.objects.update_or_create(order_id=data["order_id"], defaults={"status": status})
         if previous is not None:

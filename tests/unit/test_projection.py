@@ -79,6 +79,18 @@ def test_needs_attention_moves_on_to_resolved_but_never_back(shop):
     assert projection.from_projection()["by_outcome"] == {"resolved": 1}
 
 
+@pytest.mark.parametrize("final", ["failed", "completed"])
+def test_needs_attention_moves_on_to_the_end_an_operators_retry_reaches(shop, final):
+    order = ended(shop, "needs_attention", reason="retries_exhausted")
+    assert projection.apply(event_of(order))
+    Order.objects.filter(id=order.id).update(status=final, failure_reason=None if final == "completed" else "x")
+    assert projection.apply(event_of(Order.objects.get(id=order.id)))
+    assert projection.from_projection() == projection.from_orders()
+    assert projection.from_projection()["by_outcome"] == {final: 1}
+    assert not projection.apply(event_of(order, "needs_attention") | {"id": str(uuid.uuid4())})  # late
+    assert projection.from_projection()["by_outcome"] == {final: 1}
+
+
 def test_a_rebuild_writes_the_same_numbers_and_later_events_for_counted_orders_change_nothing(shop):
     counted = ended(shop, "completed")
     DailySales.objects.create(day="2001-01-01", orders=99, units=1, revenue=Decimal("1.00"))  # damage

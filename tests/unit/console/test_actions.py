@@ -89,6 +89,26 @@ def test_retrying_a_failed_compensation_sends_it_again_once_and_is_audited_once(
     assert (entry.operator, entry.via, entry.action, entry.reason) == ("ada", "admin", "retry_saga", "provider fixed")
 
 
+@pytest.mark.parametrize("parked", ["compensation_failed", "stuck"])
+def test_a_retried_order_is_pending_until_its_saga_ends_again(parked):
+    order, scenario = parked_order(parked)
+    actions.retry_saga(ADA, scenario.saga_id, "provider fixed")
+    order.refresh_from_db()
+    assert (order.status, order.failure_reason) == ("pending", None)
+
+    if parked == "compensation_failed":
+        scenario.expect_command("inventory.release", attempt=2).reply_success() \
+            .expect_status("compensated", failure_reason="payment_declined")
+        expected = ("failed", "payment_declined")
+    else:
+        attempt = PLACE_ORDER.steps[3].max_attempts + 1  # a fresh budget; the count goes on
+        scenario.expect_command("payments.capture", attempt=attempt).reply_success().succeed("notifications.send") \
+            .expect_status("completed")
+        expected = ("completed", None)
+    order.refresh_from_db()
+    assert (order.status, order.failure_reason) == expected
+
+
 # --- resolve --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("parked", ["compensation_failed", "stuck"])
 def test_resolving_a_needs_attention_order_closes_it_keeping_its_reason(parked):
