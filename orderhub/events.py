@@ -92,6 +92,38 @@ def schema(event_type: str) -> dict:
     return json.loads((SCHEMAS / f"{event_type}.json").read_text())
 
 
+# --- what a subscriber reads ----------------------------------------------------------------------
+class BadEvent(ValueError):
+    """An event a subscriber cannot take as it is (it dead-letters it, with this as its reason)."""
+
+
+_validators = {}
+
+
+def validate(event, *, types, reader) -> None:
+    """Raise BadEvent unless `event` is one of `types` and valid against its schema."""
+    from jsonschema import Draft202012Validator
+
+    kind = event.get("type") if isinstance(event, dict) else None
+    if kind not in types:
+        raise BadEvent(f"not an event {reader} reads: {kind!r:.100}")
+    validator = _validators.get(kind) or _validators.setdefault(
+        kind, Draft202012Validator(schema(kind), format_checker=Draft202012Validator.FORMAT_CHECKER))
+    errors = sorted(validator.iter_errors(event), key=str)
+    if errors:
+        raise BadEvent(f"{kind} breaks its schema: {errors[0].message:.300}")
+
+
+def decode(body: bytes, *, types, reader) -> dict:
+    """The event a message's body holds, checked (validate), or BadEvent."""
+    try:
+        event = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadEvent(f"not JSON: {exc}") from None
+    validate(event, types=types, reader=reader)
+    return event
+
+
 # --- what the order's events carry -------------------------------------------------------------
 def order_data(order) -> dict:
     """Money as decimal strings, never floats."""

@@ -35,7 +35,7 @@ class SystemCollector:
                                    labels=["part"])
         for part, read in [("orders", _orders), ("sagas", _sagas), ("outbox", _outbox), ("beat", _beat),
                            ("queues", _queues), ("dead_letters", _dead_letters), ("counters", _counters),
-                           ("circuits", _circuits)]:
+                           ("circuits", _circuits), ("webhooks", _webhooks)]:
             try:
                 yield from list(read())
             except Exception as exc:
@@ -118,6 +118,20 @@ def _dead_letters():
     for labels, n in sorted(counts.items()):
         family.add_metric(list(labels), n)
     yield family
+
+
+def _webhooks():
+    from orderhub.webhooks.models import WebhookDelivery
+
+    family = GaugeMetricFamily("orderhub_webhook_deliveries", "Webhook deliveries waiting (pending) or given up "
+                                                              "on (dead, dead-lettered)", labels=["status"])
+    for status in ("pending", "dead"):
+        family.add_metric([status], WebhookDelivery.objects.filter(status=status).count())
+    yield family
+    oldest = WebhookDelivery.objects.filter(status="pending").aggregate(at=Min("created_at"))["at"]
+    yield GaugeMetricFamily("orderhub_webhook_oldest_pending_age_seconds",
+                            "Age of the oldest webhook delivery not delivered yet",
+                            value=(timezone.now() - oldest).total_seconds() if oldest else 0)
 
 
 def _circuits():

@@ -11,6 +11,8 @@ What goes, and after how long (settings, days; README, Configuration):
   still waiting for a decision, is never purged;
 - each domain's inbox rows (RETENTION_INBOX_DAYS): the memory that makes a redelivered command a
   no-op, so it is kept at least as long as a dead letter can still be replayed (settings check);
+- webhook deliveries delivered or cancelled (RETENTION_WEBHOOK_DAYS after they were written); a
+  pending or dead one stays;
 - idempotency keys of orders (RETENTION_IDEMPOTENCY_KEY_DAYS): the order stays, a replay of its
   key after that is a new order.
 """
@@ -30,6 +32,7 @@ def _targets():
     """(name, database, queryset of what may go now, action) for every kind of row."""
     from orderhub.deadletters.models import DeadLetter
     from orderhub.orders.models import Order
+    from orderhub.webhooks.models import WebhookDelivery
     from sagas.models import OutboxMessage, SagaEvent
 
     now = timezone.now()
@@ -44,6 +47,9 @@ def _targets():
     yield ("dead_letters", "default",
            DeadLetter.objects.filter(status__in=[DeadLetter.Status.REPLAYED, DeadLetter.Status.DISCARDED],
                                      last_seen__lt=days("RETENTION_DEAD_LETTER_DAYS")), "delete")
+    yield ("webhook_deliveries", "default",
+           WebhookDelivery.objects.filter(status__in=[WebhookDelivery.Status.DELIVERED, WebhookDelivery.Status.CANCELLED],
+                                          created_at__lt=days("RETENTION_WEBHOOK_DAYS")), "delete")
     yield ("idempotency_keys", "default",
            Order.objects.filter(idempotency_key__isnull=False, created_at__lt=days("RETENTION_IDEMPOTENCY_KEY_DAYS")),
            "forget_key")

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "orderhub.orders",
     "orderhub.deadletters",
     "orderhub.reports",
+    "orderhub.webhooks",
     "sagas",
     "workers.inventory",
     "workers.payments",
@@ -242,6 +243,22 @@ PROVIDER_CIRCUIT_MIN_CALLS = env.int("ORDERHUB_PROVIDER_CIRCUIT_MIN_CALLS", defa
 PROVIDER_CIRCUIT_FAILURE_RATE = env.float("ORDERHUB_PROVIDER_CIRCUIT_FAILURE_RATE", default=0.5)
 PROVIDER_CIRCUIT_WINDOW_SECONDS = env.float("ORDERHUB_PROVIDER_CIRCUIT_WINDOW_SECONDS", default=10.0)
 PROVIDER_CIRCUIT_RESET_SECONDS = env.float("ORDERHUB_PROVIDER_CIRCUIT_RESET_SECONDS", default=30.0)
+
+# Client webhooks (orderhub/webhooks): each delivery is tried WEBHOOK_MAX_ATTEMPTS times, waiting
+# BACKOFF * 2^(n-1) seconds (at most BACKOFF_MAX, with 20% jitter) after the n-th failure: about
+# 2.5 hours with the defaults; then it is dead-lettered. TIMEOUT bounds one request, CONCURRENCY the
+# requests in flight per webhooks process. After a secret's rotation the old one also signs for
+# SECRET_OVERLAP seconds. Private (RFC 1918, link-local) addresses are refused in production unless
+# ALLOW_PRIVATE_URLS; loopback always is there (orderhub/webhooks/addresses.py).
+WEBHOOK_MAX_ATTEMPTS = env.int("ORDERHUB_WEBHOOK_MAX_ATTEMPTS", default=12)
+WEBHOOK_BACKOFF_SECONDS = env.float("ORDERHUB_WEBHOOK_BACKOFF_SECONDS", default=5.0)
+WEBHOOK_BACKOFF_MAX_SECONDS = env.float("ORDERHUB_WEBHOOK_BACKOFF_MAX_SECONDS", default=3600.0)
+WEBHOOK_TIMEOUT_SECONDS = env.float("ORDERHUB_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+WEBHOOK_CONCURRENCY = env.int("ORDERHUB_WEBHOOK_CONCURRENCY", default=8)
+WEBHOOK_SECRET_OVERLAP_SECONDS = env.float("ORDERHUB_WEBHOOK_SECRET_OVERLAP_SECONDS", default=86_400.0)
+WEBHOOK_ENDPOINTS_PER_CLIENT = env.int("ORDERHUB_WEBHOOK_ENDPOINTS_PER_CLIENT", default=10)
+WEBHOOK_ALLOW_PRIVATE_URLS = env.bool("ORDERHUB_WEBHOOK_ALLOW_PRIVATE_URLS", default=not PRODUCTION)
+RETENTION_WEBHOOK_DAYS = env.float("ORDERHUB_RETENTION_WEBHOOK_DAYS", default=30)
 
 # /health/ (orderhub/health.py): its details for `Authorization: Bearer <token>` (staff see them anyway).
 HEALTH_TOKEN = env("ORDERHUB_HEALTH_TOKEN", default="")

@@ -52,6 +52,8 @@ QUEUE_BINDINGS = {f"{domain}.commands": f"{domain}.*" for domain in DOMAINS} | {
 EVENT_SUBSCRIBERS = {
     "projections.sales": ("order.completed", "order.failed", "order.cancelled", "order.needs_attention",
                           "order.resolved"),
+    "webhooks.events": ("order.completed", "order.failed", "order.cancelled", "order.needs_attention",
+                        "order.resolved"),
 }
 # Queues whose messages go to a dead-letter queue when rejected; every queue but the ticks.
 DEAD_LETTERED = [name for name in QUEUE_BINDINGS if name != TICKS_QUEUE] + list(EVENT_SUBSCRIBERS)

@@ -3,8 +3,9 @@
 from django.contrib.auth.models import Group, Permission
 
 OPERATORS, VIEWERS = "operators", "viewers"
-# Read by both roles: every model of these apps (API tokens are not: they are secrets).
-READABLE_APPS = ["orders", "deadletters", "sagas", "console", "inventory", "payments", "shipping", "notifications"]
+# Read by both roles: every model of these apps (API tokens are not: they are secrets; webhook
+# endpoints are, their admin never shows the signing secret).
+READABLE_APPS = ["orders", "deadletters", "sagas", "console", "webhooks", "inventory", "payments", "shipping", "notifications"]
 # Operators only, besides reading: the console's actions, and the sandbox provider's fault switch.
 ACTION_PERMISSIONS = [
     ("console", "retry_saga"), ("console", "cancel_saga"), ("console", "resolve_saga"),

@@ -4,7 +4,6 @@ rebuilds them from the recorded history (the orders themselves) to the same numb
 `apply` is idempotent: an event id already applied is skipped (ProcessedEvent), and an order is
 counted once whatever arrives late or twice (ProjectedOrder: needs_attention may move on to any
 final status, resolved, or failed or completed after an operator's retry; a final one never moves). The consumer and a rebuild take one advisory lock in turn."""
-import json
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,7 +11,6 @@ from decimal import Decimal
 from django.db import connections, transaction
 from django.db.models import Count, DecimalField, ExpressionWrapper, F, Sum
 from django.db.models.functions import TruncDate
-from jsonschema import Draft202012Validator
 
 from orderhub import events
 from orderhub.reports.models import DailySales, OutcomeCount, ProcessedEvent, ProjectedOrder, SkuDailySales
@@ -23,31 +21,17 @@ ENDINGS = {kind: status for status, kind in events.ORDER_ENDED.items()}
 RANK = {"needs_attention": 1}  # a later status may replace an earlier one of lower rank; final ones rank 2
 LOCK_KEY = 0x0DE5A1E5
 DATABASE = "default"
-_validators = {}
 
 
-class BadEvent(ValueError):
-    """An event the projection cannot apply as it is (dead-lettered by the consumer)."""
+BadEvent = events.BadEvent  # an event the projection cannot apply as it is (dead-lettered by the consumer)
 
 
 def validate(event) -> None:
-    kind = event.get("type") if isinstance(event, dict) else None
-    if kind not in ENDINGS:
-        raise BadEvent(f"not an event this projection reads: {kind!r:.100}")
-    validator = _validators.get(kind) or _validators.setdefault(
-        kind, Draft202012Validator(events.schema(kind), format_checker=Draft202012Validator.FORMAT_CHECKER))
-    errors = sorted(validator.iter_errors(event), key=str)
-    if errors:
-        raise BadEvent(f"{kind} breaks its schema: {errors[0].message:.300}")
+    events.validate(event, types=ENDINGS, reader="this projection")
 
 
 def decode(body: bytes) -> dict:
-    try:
-        event = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadEvent(f"not JSON: {exc}") from None
-    validate(event)
-    return event
+    return events.decode(body, types=ENDINGS, reader="this projection")
 
 
 def _lock():

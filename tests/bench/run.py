@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VHOST, CHAIN_VHOST, DB_PREFIX = "orderhub_bench", "orderhub_bench_chain", "bench_"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCESSES = ["orchestrator", "inventory", "payments", "shipping", "notifications", "beat", "deadletters", "projections",
-             "api"]
+             "webhooks", "api"]
 # The same default as the Makefile's CONCURRENCY for `make run`.
 DEFAULT_CONCURRENCY = "orchestrator=2,payments=2"
 

@@ -128,9 +128,10 @@ def reset_world(env):
     subprocess.run(manage + ["declare_topology"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
-def seed(rng):
+def seed(rng, hook_url=None):
     from django.contrib.auth import get_user_model
     from orderhub.apikeys.services import key_create
+    from orderhub.webhooks.services import endpoint_create
 
     from orderhub.orders.models import Product
     from workers.inventory.models import StockItem
@@ -145,7 +146,8 @@ def seed(rng):
     StockItem.objects.create(sku="CH-SCARCE", available=10)
     initial["CH-SCARCE"] = 10
     client = get_user_model().objects.create(username=f"chaos-{uuid.uuid4().hex[:6]}")
-    return initial, key_create(client=client, name="chaos")[1]
+    secret = endpoint_create(client=client, url=hook_url).secret if hook_url else None
+    return initial, key_create(client=client, name="chaos")[1], secret
 
 
 def start_cluster(env, args):
@@ -158,7 +160,7 @@ def start_cluster(env, args):
     for name in WORKERS:
         count = 2 if name == "orchestrator" else args.workers_per_domain + (1 if name == "payments" else 0)
         victims += [cluster.start(name, index=i) for i in range(1, count + 1)]
-    for name in ("api", "beat", "deadletters", "projections"):
+    for name in ("api", "beat", "deadletters", "projections", "webhooks"):
         cluster.start(name)
     return cluster, victims
 
@@ -627,6 +629,31 @@ def projection_matches():
              for part in ("by_day", "by_sku", "by_outcome") if held[part] != truth[part]])
 
 
+def webhooks_delivered(receiver, placed):
+    """I10: the client's webhook receiver (loopback, the README's verification code) got every
+    order's final state, each correctly signed; nothing for an order it does not own."""
+    from django.db import close_old_connections
+
+    from orderhub.orders.models import Order
+
+    def missing():
+        close_old_connections()
+        final = dict(Order.objects.filter(id__in=list(placed)).values_list("id", "status"))
+        got = {(event["data"]["order_id"], event["type"]) for _, event in receiver.events()}
+        return [f"order {order_id}: no order.{status}" for order_id, status in final.items()
+                if (str(order_id), f"order.{status}") not in got]
+
+    wait_until(lambda: not missing(), 90, "every final state at the webhook receiver")
+    problems = missing()
+    problems += [f"refused: {why}" for why in receiver.refused[:5]]
+    problems += [f"an event for an order not placed here: {event['data']['order_id']}"
+                 for _, event in receiver.events() if event["data"]["order_id"] not in placed][:5]
+    copies = Counter(event_id for event_id, _ in receiver.events())
+    twice = sum(1 for n in copies.values() if n > 1)
+    return ("I10", f"every final state delivered to the client's webhook, signed ({len(copies)} events, "
+                   f"{twice} more than once)", problems)
+
+
 def print_table(results, outcomes, facts):
     print()
     print(f"{'':4}{'invariant':78} result")
@@ -694,7 +721,10 @@ def main(argv=None):
     run_started = time.monotonic()
     say(f"seed {seed_value}: {args.orders} orders at {args.rate}/s, a SIGKILL every {args.kill_every}s")
     reset_world(env)
-    initial, token = seed(rng)
+    from tests.support.webhook_receiver import Receiver
+
+    receiver = Receiver()
+    initial, token, receiver.secret = seed(rng, receiver.url)
     cluster, victims = start_cluster(env, args)
     stop = threading.Event()
     monkey = Monkey(cluster, victims, args, rng, stop)
@@ -734,6 +764,7 @@ def main(argv=None):
                         [f"{count} {scenario} orders deadline_exceeded" for scenario, count in sorted(timed_out.items())
                          if scenario != "slow"]))
         results.append(projection_matches())
+        results.append(webhooks_delivered(receiver, placed))
         if not quiet:
             results.append(("--", "the run settled within its time limit", ["did not settle"]))
         if rabbit and len(monkey.node_kills) != 2:

@@ -66,7 +66,7 @@ def purge_all_queues():
 def cluster(django_db_setup, django_db_blocker):
     purge_all_queues()
     env = os.environ | {
-        "ORDERHUB_DB_PREFIX": "test_",
+        "ORDERHUB_DB_PREFIX": "test_" + settings.DB_PREFIX,
         "ORDERHUB_BROKER_URL": settings.BROKER_URL,
         "ORDERHUB_REDIS_URL": settings.REDIS_URL,
         "ORDERHUB_OUTBOX_RELAY_INTERVAL": "0.5",
@@ -76,6 +76,10 @@ def cluster(django_db_setup, django_db_blocker):
         # A lost database is retried 3 times, a second apart, before the outcome is unknown.
         "ORDERHUB_INFRASTRUCTURE_RETRY_ATTEMPTS": "3",
         "ORDERHUB_INFRASTRUCTURE_RETRY_MAX_DELAY": "1",
+        # A webhook delivery is tried 10 times, 0.3 s after the first failure and at most 2 s apart (14 s).
+        "ORDERHUB_WEBHOOK_MAX_ATTEMPTS": "10",
+        "ORDERHUB_WEBHOOK_BACKOFF_SECONDS": "0.3",
+        "ORDERHUB_WEBHOOK_BACKOFF_MAX_SECONDS": "2",
         "PYTHONUNBUFFERED": "1",
     }
     running = TestCluster(env, Path(LOG_DIR))
@@ -83,6 +87,7 @@ def cluster(django_db_setup, django_db_blocker):
     running.start("beat")
     running.start("deadletters")
     running.start("projections")
+    running.start("webhooks")
     try:
         running.wait_ready(keys)
         yield running

@@ -34,6 +34,8 @@ class Cluster:
             return [sys.executable, "manage.py", "deadletters", "consume"]
         if name == "projections":
             return [sys.executable, "manage.py", "projections", "consume"]
+        if name == "webhooks":
+            return [sys.executable, "manage.py", "webhooks", "run"]
         if name == "api":
             return [sys.executable, "-m", "gunicorn", "orderhub.wsgi", "--bind", self.env["ORDERHUB_API_BIND"],
                     "--workers", self.env.get("ORDERHUB_API_WORKERS", "2"), "--timeout", "60"]

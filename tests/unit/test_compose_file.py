@@ -47,7 +47,7 @@ APP_SERVICES = sorted(PROCFILE)
 def test_the_procfile_is_what_we_think_it_is():
     assert set(PROCFILE) == {
         "api", "orchestrator", "inventory", "payments", "shipping", "notifications", "beat", "deadletters",
-        "projections", "flower",
+        "projections", "webhooks", "flower",
     }
     assert WORKERS == ["inventory", "notifications", "orchestrator", "payments", "shipping"]
 

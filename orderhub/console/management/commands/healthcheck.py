@@ -4,7 +4,8 @@ doing its job, 1 (with the reason) when not.
     healthcheck worker NAME     the Celery worker NAME (NAME@this host unless NAME has an @) answers a ping
     healthcheck beat            beat's tick reached an orchestrator within BEAT_TICK_MAX seconds
     healthcheck archiver        every dead-letter queue has a consumer (the deadletters process)
-    healthcheck projections     every event subscriber's queue has a consumer (the projections process)
+    healthcheck projections     projections.sales has a consumer (the projections process)
+    healthcheck webhooks        webhooks.events has a consumer (the webhooks process)
     healthcheck flower [URL]    Flower answers its /healthcheck
 """
 import socket
@@ -19,10 +20,10 @@ BEAT_TICK_MAX = 60.0  # generous: a tick is noted by an orchestrator, which may 
 
 
 class Command(BaseCommand):
-    help = "Exit 0 if this kind of process is healthy: worker NAME | beat | archiver | projections | flower [URL]"
+    help = "Exit 0 if this kind of process is healthy: worker NAME | beat | archiver | projections | webhooks | flower [URL]"
 
     def add_arguments(self, parser):
-        parser.add_argument("kind", choices=["worker", "beat", "archiver", "projections", "flower"])
+        parser.add_argument("kind", choices=["worker", "beat", "archiver", "projections", "webhooks", "flower"])
         parser.add_argument("target", nargs="?", help="worker: its node name; flower: its base URL")
         parser.add_argument("--timeout", type=float, default=5.0)
 
@@ -53,13 +54,18 @@ class Command(BaseCommand):
         return f"nobody consumes {', '.join(idle)}" if idle else None
 
     def _projections(self, target, timeout):
-        from orderhub import rabbitmq_api, topology
+        return self._consumed("projections.sales", timeout)
+
+    def _webhooks(self, target, timeout):
+        return self._consumed("webhooks.events", timeout)
+
+    def _consumed(self, queue, timeout):
+        from orderhub import rabbitmq_api
 
         response = rabbitmq_api.get(f"queues/{rabbitmq_api.vhost_path()}?columns=name,consumers", timeout=timeout)
         response.raise_for_status()
         consumers = {queue["name"]: queue.get("consumers", 0) for queue in response.json()}
-        idle = sorted(name for name in topology.EVENT_SUBSCRIBERS if not consumers.get(name))
-        return f"nobody consumes {', '.join(idle)}" if idle else None
+        return None if consumers.get(queue) else f"nobody consumes {queue}"
 
     def _flower(self, target, timeout):
         url = (target or "http://127.0.0.1:5555").rstrip("/") + "/healthcheck"

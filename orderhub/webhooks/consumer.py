@@ -1,0 +1,123 @@
+"""The `webhooks` process: a consumer of `webhooks.events` that turns each order event into
+deliveries (services.fan_out), and a sender thread that sends the due ones, a few at a time in
+parallel, until each is delivered or dead.
+
+An event is acked after its deliveries are committed; one it cannot read goes to the DLQ with its
+reason; with the database down it is put back. A message carrying a delivery's id as its
+correlation id is an operator's replay of that delivery's dead letter: it revives the delivery."""
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+import structlog
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from kombu.mixins import ConsumerMixin
+
+from orderhub import events, topology
+from orderhub.deadletters.reasons import message_key, note_reason
+from orderhub.webhooks import services
+
+log = structlog.get_logger(__name__)
+POLL_SECONDS = 0.5
+
+
+class Sender(threading.Thread):
+    def __init__(self):
+        super().__init__(name="webhook-sender", daemon=True)
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=settings.WEBHOOK_CONCURRENCY, thread_name_prefix="webhook")
+        self._local = threading.local()
+
+    def _session(self):
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def run(self):
+        while not self.stopping.is_set():
+            try:
+                close_old_connections()
+                busy = self.once()
+            except (OperationalError, InterfaceError) as exc:
+                log.warning("webhooks database unavailable", error=repr(exc))
+                connection.close()
+                busy = False
+            except Exception:
+                log.exception("webhook sender error")
+                busy = False
+            if not busy:
+                self.wake.wait(POLL_SECONDS)
+                self.wake.clear()
+
+    def once(self) -> bool:
+        """Send what is due (a batch); True when there may be more."""
+        due = services.claim_due(settings.WEBHOOK_CONCURRENCY * 4)
+        outcomes = list(self.pool.map(lambda row: services.send(row, self._session()), due))
+        for row, outcome in zip(due, outcomes, strict=True):
+            services.record(row, outcome)
+        try:
+            services.dead_letter_pending()
+        except Exception as exc:  # the broker: the rows stay marked for the next round
+            log.warning("could not dead-letter dead webhook deliveries yet", error=repr(exc))
+        return bool(due)
+
+
+class Fanout(ConsumerMixin):
+    def __init__(self, connection, sender: Sender):
+        self.connection = connection
+        self.sender = sender
+
+    def get_consumers(self, Consumer, channel):
+        channel.basic_qos(prefetch_size=0, prefetch_count=20, a_global=False)
+        queue = topology.subscriber_queue(services.QUEUE, no_declare=True)
+        return [Consumer(queues=[queue], on_message=self.on_message, accept=None)]
+
+    def on_connection_revived(self):
+        topology.declare(self.connection)
+
+    def on_decode_error(self, message, exc):
+        self.dead_letter(message, f"cannot decode the message: {exc!r:.300}")
+
+    def dead_letter(self, message, why):
+        reason = f"malformed: {why}"
+        log.warning("event dead-lettered", reason=reason, message_id=message.properties.get("message_id"))
+        note_reason(message_key(headers=dict(message.headers or {}), properties=dict(message.properties or {}),
+                                body=message.body), reason)
+        message.reject(requeue=False)
+
+    def on_message(self, message):
+        replayed = (message.properties or {}).get("correlation_id")
+        try:
+            close_old_connections()
+            if replayed:
+                revived = services.delivery_revive(replayed)
+                log.info("dead webhook delivery replayed" if revived else "replay of no dead delivery ignored",
+                         delivery_id=str(replayed))
+            else:
+                try:
+                    event = events.decode(message.body, types=services.TYPES, reader="the webhooks")
+                except events.BadEvent as exc:
+                    self.dead_letter(message, str(exc))
+                    return
+                created = services.fan_out(event)
+                log.debug("webhook deliveries written", type=event["type"], id=event["id"], deliveries=created)
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("webhooks database unavailable, event put back", error=repr(exc))
+            time.sleep(1)
+            message.requeue()
+            return
+        message.ack()
+        self.sender.wake.set()
+
+
+def run(connection):
+    sender = Sender()
+    sender.start()
+    try:
+        Fanout(connection, sender).run()
+    finally:
+        sender.stopping.set()
+        sender.wake.set()
