@@ -83,6 +83,33 @@ def test_one_charge_that_always_times_out_among_many_good_calls_does_not_open_it
     provider.outage(False)
 
 
+def test_a_charge_retried_over_and_over_counts_once(fresh_circuit):
+    """What a rate of calls got wrong: at the end of a chaos run, the calls left were mostly the
+    retries of tok_void_broken's voids, and it opened with the provider up. One failing charge is
+    one, however often it is tried, and fewer charges than PROVIDER_CIRCUIT_MIN_CALLS are no outage."""
+    broken = provider.authorize(token="tok_void_broken", amount=Decimal("5.00"), idempotency_key=f"vb-{uuid.uuid4()}")
+    for _ in range(10):
+        with pytest.raises(provider.ProviderTimeout):
+            provider.void(ref=broken.ref)
+    assert circuit.state() == "closed"
+
+
+def test_a_charge_that_timed_out_then_went_through_is_not_failing(fresh_circuit, monkeypatch):
+    provider.outage(True)
+    keys = [f"flaky-{uuid.uuid4()}" for _ in range(2)]
+    for key in keys:
+        with pytest.raises(provider.ProviderTimeout):
+            provider.authorize(token="tok_ok", amount=Decimal("5.00"), idempotency_key=key)
+    provider.outage(False)
+    for key in keys:  # both retried successfully: 0 of 2 failing
+        assert provider.authorize(token="tok_ok", amount=Decimal("5.00"), idempotency_key=key).approved
+    provider.outage(True)
+    with pytest.raises(provider.ProviderTimeout):  # 1 of 3 failing: below half
+        authorize()
+    assert circuit.state() == "closed"
+    provider.outage(False)
+
+
 def test_the_providers_refusals_do_not_open_it(fresh_circuit):
     voided = authorize()
     provider.void(ref=voided.ref)

@@ -1,10 +1,12 @@
 """A circuit breaker around the payment provider (pybreaker), shared by every payments worker
 through Redis.
 
-Closed, calls go through. It opens on the rate of timeouts, not on a run of them: when, over the
-last PROVIDER_CIRCUIT_WINDOW_SECONDS, at least PROVIDER_CIRCUIT_MIN_CALLS calls were made and at
-least PROVIDER_CIRCUIT_FAILURE_RATE of them timed out (so one charge whose calls always fail, among
-many that succeed, does not take the provider for down). Open, for
+Closed, calls go through. It opens on the share of charges whose calls time out, not on a run of
+timeouts: when, over the last PROVIDER_CIRCUIT_WINDOW_SECONDS, at least PROVIDER_CIRCUIT_MIN_CALLS
+distinct charges (an authorization's idempotency key, a capture's or void's charge) were called and
+at least PROVIDER_CIRCUIT_FAILURE_RATE of them timed out with no success since (so a few charges
+whose calls always fail, retried again and again, do not take the provider for down, among many
+that succeed nor on their own). Open, for
 PROVIDER_CIRCUIT_RESET_SECONDS every call fails at once with ProviderUnavailable, and the command
 is held by RabbitMQ until the circuit lets a trial through, instead of hammering a provider that is
 down. Held on a budget of its own (workers/messaging.py, DependencyUnavailable): an outage does
@@ -16,6 +18,7 @@ called, as without a breaker).
 
 Its state is in /health/ and in the metrics (orderhub_circuit_state, orderhub_circuit_rejected_total).
 PROVIDER_CIRCUIT_MIN_CALLS=0 turns it off."""
+import contextvars
 import random
 import sys
 import time
@@ -50,44 +53,54 @@ def _enabled() -> bool:
     return settings.PROVIDER_CIRCUIT_MIN_CALLS > 0
 
 
+_subject = contextvars.ContextVar("circuit_subject", default=None)
+
+
 class FailureRate(pybreaker.CircuitBreakerListener):
-    """Counts calls and timeouts in one-second buckets in Redis (shared by every payments worker)
-    and opens the circuit when the window's rate reaches the threshold. pybreaker's own count of
-    failures in a row is set out of reach (fail_max), so this is what opens a closed circuit."""
+    """Counts the charges called and the charges whose calls timed out, in one-second sets in Redis
+    (shared by every payments worker), and opens the circuit when, over the window, enough distinct
+    charges were called and enough of them are failing. A charge is counted once however often it
+    is retried, and one that succeeded in the window is not failing: a handful of charges that
+    always time out (a void that never goes through), retried over and over while little else
+    calls the provider, is not an outage. pybreaker's own count of failures in a row is set out of
+    reach (fail_max), so this is what opens a closed circuit."""
+
+    KINDS = ("called", "failed", "ok")
 
     def _keys(self, kind, now):
         return [f"orderhub:{NAME}:{kind}:{second}"
                 for second in range(now - int(settings.PROVIDER_CIRCUIT_WINDOW_SECONDS) + 1, now + 1)]
 
-    def _count(self, failed: bool) -> tuple[int, int]:
-        """Add this call; return (calls, timeouts) in the window."""
+    def _count(self, outcome: str) -> tuple[int, int]:
+        """Add this call (outcome "failed" or "ok"); return (charges called, charges failing) in the window."""
+        subject = _subject.get() or f"call:{random.random()}"  # a call with no charge counts on its own
         now, ttl = int(time.time()), int(settings.PROVIDER_CIRCUIT_WINDOW_SECONDS) + 2
         pipe = _redis().pipeline()
-        for kind in ("calls", "timeouts") if failed else ("calls",):
+        for kind in ("called", outcome):
             key = f"orderhub:{NAME}:{kind}:{now}"
-            pipe.incr(key)
+            pipe.sadd(key, subject)
             pipe.expire(key, ttl)
-        pipe.mget(self._keys("calls", now))
-        pipe.mget(self._keys("timeouts", now))
-        *_, calls, timeouts = pipe.execute()
-        return sum(int(n or 0) for n in calls), sum(int(n or 0) for n in timeouts)
+        for kind in self.KINDS:
+            pipe.sunion(self._keys(kind, now))
+        *_, called, failed, ok = pipe.execute()
+        return len(called), len(failed - ok)
 
     def success(self, cb):
         try:
-            self._count(failed=False)
+            self._count("ok")
         except redis.RedisError:  # a hint lost; the call itself went through
             pass
 
     def failure(self, cb, exc):
         try:
-            calls, timeouts = self._count(failed=True)
+            called, failing = self._count("failed")
         except redis.RedisError:
             return
-        if cb.current_state == pybreaker.STATE_CLOSED and calls >= settings.PROVIDER_CIRCUIT_MIN_CALLS and \
-                timeouts >= settings.PROVIDER_CIRCUIT_FAILURE_RATE * calls:
+        if cb.current_state == pybreaker.STATE_CLOSED and called >= settings.PROVIDER_CIRCUIT_MIN_CALLS and \
+                failing >= settings.PROVIDER_CIRCUIT_FAILURE_RATE * called:
             cb.open()
             # As pybreaker does when its own threshold trips: this call fails as the circuit's.
-            raise pybreaker.CircuitBreakerError(f"{timeouts} of {calls} calls timed out in the last "
+            raise pybreaker.CircuitBreakerError(f"{failing} of {called} charges timed out in the last "
                                                 f"{settings.PROVIDER_CIRCUIT_WINDOW_SECONDS:g} s; circuit opened")
 
     def state_change(self, cb, old_state, new_state):
@@ -97,7 +110,7 @@ class FailureRate(pybreaker.CircuitBreakerListener):
     def forget(self):
         try:
             now = int(time.time())
-            _redis().delete(*self._keys("calls", now), *self._keys("timeouts", now))
+            _redis().delete(*(key for kind in self.KINDS for key in self._keys(kind, now)))
         except redis.RedisError:
             pass
 
@@ -120,12 +133,15 @@ def guarded(call, *args, **kwargs):
     """`call(*args, **kwargs)` through the circuit (straight, while the breaker is off)."""
     if not _enabled():
         return call(*args, **kwargs)
+    token = _subject.set(str(kwargs.get("idempotency_key") or kwargs.get("ref") or "") or None)
     try:
         return breaker().call(call, *args, **kwargs)
     except pybreaker.CircuitBreakerError as exc:
         REJECTED.labels(NAME).inc()
         raise ProviderUnavailable(f"the payment provider's circuit is open ({exc})", retry_after=_until_trial()) \
             from None
+    finally:
+        _subject.reset(token)
 
 
 def _until_trial() -> float:
