@@ -35,6 +35,26 @@ def trace_if_asked(sender=None, **kwargs):
 
 
 @signals.worker_init.connect
+def refuse_to_drop_a_definition_in_use(sender=None, **kwargs):
+    """An orchestrator does not start without every saga definition version that live sagas are
+    pinned to (README, Upgrading): it says which, and how many sagas."""
+    queues = set(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or {})
+    if "saga.replies" not in queues:
+        return
+    from sagas import definitions, engine  # noqa: F401  (loads every definition)
+
+    try:
+        missing = engine.unloaded_versions_in_use()
+    except Exception as exc:  # the database is down: the engine's own retries take over from here
+        import logging
+
+        logging.getLogger(__name__).warning("could not check the saga definition versions in use: %r", exc)
+        return
+    if missing:
+        raise SystemExit("refusing to start the orchestrator: " + "; ".join(missing))
+
+
+@signals.worker_init.connect
 def declare_topology_before_consuming(sender=None, **kwargs):
     from orderhub import topology
 

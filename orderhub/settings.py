@@ -260,6 +260,11 @@ WEBHOOK_ENDPOINTS_PER_CLIENT = env.int("ORDERHUB_WEBHOOK_ENDPOINTS_PER_CLIENT", 
 WEBHOOK_ALLOW_PRIVATE_URLS = env.bool("ORDERHUB_WEBHOOK_ALLOW_PRIVATE_URLS", default=not PRODUCTION)
 RETENTION_WEBHOOK_DAYS = env.float("ORDERHUB_RETENTION_WEBHOOK_DAYS", default=30)
 
+# Saga definition versions (README, Upgrading): new sagas start with the newest version loaded, or
+# the one named here, e.g. "place_order=1" (while rolling back a release that added a version).
+SAGA_START_VERSIONS = {name.strip(): int(version) for name, _, version in (
+    pair.partition("=") for pair in env("ORDERHUB_SAGA_START_VERSIONS", default="").split(",") if pair.strip())}
+
 # /health/ (orderhub/health.py): its details for `Authorization: Bearer <token>` (staff see them anyway).
 HEALTH_TOKEN = env("ORDERHUB_HEALTH_TOKEN", default="")
 

@@ -90,9 +90,9 @@ def saga_context(saga) -> dict:
 
 @admin.register(SagaInstance)
 class SagaAdmin(ConsoleActionsMixin, ReadOnlyAdmin):
-    list_display = ["id", "saga_type", "status", "current_step", "failure_reason", "cancel_requested", "created_at",
+    list_display = ["id", "saga_type", "definition_version", "status", "current_step", "failure_reason", "cancel_requested", "created_at",
                     "updated_at"]
-    list_filter = ["status", "saga_type", StuckFilter, AgeFilter, "failure_reason", SweepFailingFilter]
+    list_filter = ["status", "saga_type", "definition_version", StuckFilter, AgeFilter, "failure_reason", SweepFailingFilter]
     search_fields = ["id", "correlation_id"]
     search_help_text = "a saga id, or an order id (the saga's correlation id)"
     date_hierarchy = "created_at"

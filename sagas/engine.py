@@ -28,7 +28,15 @@ saga_ended = django.dispatch.Signal()  # kwargs: saga
 saga_resumed = django.dispatch.Signal()  # kwargs: saga; a parked saga works again, in its transaction
 step_succeeded = django.dispatch.Signal()  # kwargs: saga, step (its name), data (the reply's); in the saga's transaction
 
+# Every definition loaded, by (name, version); a saga instance is driven by the one it started
+# with (SagaInstance.definition_version) to its end. REGISTRY holds the version new sagas start
+# with: the newest loaded, unless settings.SAGA_START_VERSIONS names another (a rollback).
+VERSIONS: dict[tuple[str, int], Saga] = {}
 REGISTRY: dict[str, Saga] = {}
+
+
+class DefinitionNotLoaded(LookupError):
+    """A saga pinned to a definition version this release does not load."""
 
 
 class InvalidSagaDefinition(Exception):
@@ -73,12 +81,15 @@ class Step:
 class Saga:
     """A saga declared as a table of steps; validated when it is declared (at import)."""
 
-    def __init__(self, name: str, *steps: Step):
+    def __init__(self, name: str, *steps: Step, version: int = 1):
         self.name = name
+        self.version = version
         self.steps = tuple(steps)
         self._validate()
         self.pivot_index = next((i for i, s in enumerate(self.steps) if s.pivot), None)
-        REGISTRY[name] = self
+        VERSIONS[(name, version)] = self
+        if name not in REGISTRY or REGISTRY[name].version < version:
+            REGISTRY[name] = self
 
     def _validate(self):
         where = f"saga {self.name!r}"
@@ -118,22 +129,123 @@ class Saga:
                     raise InvalidSagaDefinition(
                         f"{where}: step {step.name!r} comes after the pivot and cannot have a compensation"
                     )
-        if self.name in REGISTRY:
-            raise InvalidSagaDefinition(f"{where}: a saga with this name is already defined")
+        if not isinstance(self.version, int) or self.version < 1:
+            raise InvalidSagaDefinition(f"{where}: version must be a whole number from 1")
+        if (self.name, self.version) in VERSIONS:
+            raise InvalidSagaDefinition(f"{where}: version {self.version} of a saga with this name is already defined")
 
     def past_pivot(self, index: int) -> bool:
         """Whether the step at `index` is the pivot or after it (the saga can no longer go back)."""
         return self.pivot_index is not None and index >= self.pivot_index
 
     def __repr__(self):
-        return f"Saga({self.name!r}, {len(self.steps)} steps)"
+        return f"Saga({self.name!r}, v{self.version}, {len(self.steps)} steps)"
+
+
+def definition_of(saga: SagaInstance) -> Saga:
+    """The definition this instance started with, which drives it to its end."""
+    definition = VERSIONS.get((saga.saga_type, saga.definition_version))
+    if definition is None:
+        raise DefinitionNotLoaded(
+            f"saga {saga.id} is pinned to {saga.saga_type} v{saga.definition_version}, which this release does "
+            f"not load (loaded: {', '.join(f'v{v}' for n, v in sorted(VERSIONS) if n == saga.saga_type) or 'none'})")
+    return definition
+
+
+def starting_definition(name: str) -> Saga:
+    """The version new sagas of `name` start with: the newest loaded, or the one
+    ORDERHUB_SAGA_START_VERSIONS pins (place_order=1: start the old one while rolling back)."""
+    from django.conf import settings
+
+    pinned = settings.SAGA_START_VERSIONS.get(name)
+    if pinned is None:
+        return REGISTRY[name]
+    try:
+        return VERSIONS[(name, pinned)]
+    except KeyError:
+        raise DefinitionNotLoaded(f"ORDERHUB_SAGA_START_VERSIONS pins {name} v{pinned}, which is not loaded") from None
+
+
+# A parked saga (stuck, compensation_failed) is live: an operator's retry drives it again.
+DONE_STATUSES = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.RESOLVED)
+
+
+def live_versions() -> dict[tuple[str, int], int]:
+    """Sagas not done (running, compensating or parked), by (saga type, definition version)."""
+    from django.db.models import Count
+
+    rows = (SagaInstance.objects.exclude(status__in=DONE_STATUSES).values_list("saga_type", "definition_version")
+            .annotate(n=Count("id")).order_by())
+    return {(name, version): n for name, version, n in rows}
+
+
+def unloaded_versions_in_use() -> list[str]:
+    """One line per definition version that live sagas are pinned to and this release does not
+    load: dropping it would strand them (the orchestrator refuses to start)."""
+    return [f"{name} v{version}: {n} live saga{'s' if n != 1 else ''} pinned to it, not loaded by this release"
+            for (name, version), n in sorted(live_versions().items()) if (name, version) not in VERSIONS]
+
+
+class SagaNotMovable(Exception):
+    pass
+
+
+def saga_move(*, saga_id, to_version: int) -> SagaInstance:
+    """Move a live saga to another version of its definition, keeping what it has done. Refused
+    unless it is safe: the target has the saga's current step, every step the saga has started
+    (each may need compensating), and, before the current step, no step the saga has not done
+    (it would be skipped)."""
+    with transaction.atomic():
+        saga = SagaInstance.objects.select_for_update().get(id=saga_id)
+        target = VERSIONS.get((saga.saga_type, to_version))
+        if target is None:
+            raise SagaNotMovable(f"{saga.saga_type} v{to_version} is not loaded")
+        if saga.definition_version == to_version:
+            raise SagaNotMovable(f"saga {saga.id} is already on {saga.saga_type} v{to_version}")
+        if saga.status in DONE_STATUSES:
+            raise SagaNotMovable(f"saga {saga.id} is {saga.status}: only a live saga is moved")
+        steps = {step.name: step for step in saga.steps.all()}
+        current = next(step for step in steps.values() if step.index == saga.current_step)
+        names = [spec.name for spec in target.steps]
+        if current.name not in names:
+            raise SagaNotMovable(f"saga {saga.id} is at step {current.name!r}, which {saga.saga_type} "
+                                 f"v{to_version} no longer has")
+        started = sorted(name for name, step in steps.items() if step.status != StepStatus.PENDING)
+        if missing := [name for name in started if name not in names]:
+            raise SagaNotMovable(f"saga {saga.id} has started {missing}, which v{to_version} no longer has")
+        here = names.index(current.name)
+        if skipped := [name for name in names[:here] if steps.get(name) is None
+                       or steps[name].status != StepStatus.SUCCEEDED]:
+            raise SagaNotMovable(f"v{to_version} has {skipped} before {current.name!r}, which saga {saga.id} "
+                                 "has not done: they would be skipped")
+        if target.past_pivot(here) != definition_of(saga).past_pivot(current.index):
+            raise SagaNotMovable(f"step {current.name!r} is on the other side of the pivot in v{to_version}")
+        # Renumber to the target's order (through indexes out of the way, each being unique): kept
+        # steps keep their state, dropped ones (never started) go, new ones wait.
+        position = {spec.name: index for index, spec in enumerate(target.steps)}
+        SagaStep.objects.filter(id__in=[step.id for name, step in steps.items() if name not in position]).delete()
+        kept = {name: step for name, step in steps.items() if name in position}
+        for name, step in kept.items():
+            SagaStep.objects.filter(id=step.id).update(index=10_000 + position[name])
+        for name, step in kept.items():
+            SagaStep.objects.filter(id=step.id).update(index=position[name])
+        SagaStep.objects.bulk_create(SagaStep(saga=saga, index=index, name=name)
+                                     for name, index in position.items() if name not in kept)
+        was = saga.definition_version
+        saga.definition_version, saga.current_step = to_version, here
+        _event(saga, current.name, SagaEvent.Kind.STATUS, None, "", {"moved": f"v{was} -> v{to_version}"})
+        saga.version += 1
+        saga.save()
+        return saga
 
 
 # --- starting ---------------------------------------------------------------------------------
 def saga_start(*, definition: Saga, context: dict, correlation_id: str) -> SagaInstance:
-    """Create the saga and queue its first command. Call inside the caller's transaction."""
+    """Create the saga, pinned to `definition`'s version, and queue its first command. Call inside
+    the caller's transaction."""
     saga = SagaInstance.objects.create(
-        saga_type=definition.name, correlation_id=correlation_id, context=context, trace=tracing.carrier() or {}
+        saga_type=definition.name, definition_version=definition.version, correlation_id=correlation_id,
+        context=context, trace=tracing.carrier() or {}
     )
     steps = SagaStep.objects.bulk_create(
         SagaStep(saga=saga, index=i, name=step.name) for i, step in enumerate(definition.steps)
@@ -181,7 +293,7 @@ def _count_reply(saga, reply, outcome):
 def _apply(saga, reply) -> str:
     step = next((step for step in saga._steps.values() if step.name == reply.step), None)
     awaited = step is not None and step.status in (StepStatus.RUNNING, StepStatus.COMPENSATING)
-    definition = REGISTRY[saga.saga_type]
+    definition = definition_of(saga)
     if awaited and str(step.message_id) == reply.in_reply_to:
         _event(saga, step.name, SagaEvent.Kind.REPLY, reply.message_id, "", reply.to_dict())
         if step.status == StepStatus.RUNNING:
@@ -489,9 +601,7 @@ def _sweep_one(saga_id, step_id, now, due_before, backlog) -> int:
         step = SagaStep.objects.get(id=step_id)
         if step.status not in _WAITING or step.deadline_at is None or step.deadline_at > due_before:
             return 0  # a reply got there first
-        definition = REGISTRY.get(saga.saga_type)
-        if definition is None:
-            raise LookupError(f"no saga definition {saga.saga_type!r} is loaded")
+        definition = definition_of(saga)
         _on_deadline(saga, definition, step, now, backlog)
         saga.version += 1
         saga.save()
@@ -571,7 +681,7 @@ def saga_retry(*, saga_id) -> SagaInstance:
     stuck forward step a new attempt (and a fresh budget of attempts)."""
     with transaction.atomic():
         saga = SagaInstance.objects.select_for_update().get(id=saga_id)
-        definition = REGISTRY[saga.saga_type]
+        definition = definition_of(saga)
         if saga.status == SagaStatus.COMPENSATION_FAILED:
             step = saga.steps.get(status=StepStatus.COMPENSATION_FAILED)
             saga.status = SagaStatus.COMPENSATING
@@ -624,7 +734,7 @@ def saga_cancel(*, saga_id) -> SagaInstance:
     """Ask a saga to stop and compensate. Refused once it is final or has reached its pivot."""
     with transaction.atomic():
         saga = SagaInstance.objects.select_for_update().get(id=saga_id)
-        definition = REGISTRY[saga.saga_type]
+        definition = definition_of(saga)
         if saga.is_final or saga.status == SagaStatus.COMPENSATING:
             raise SagaNotCancellable("already_final", f"the saga is already {saga.status}")
         if definition.past_pivot(saga.current_step):

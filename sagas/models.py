@@ -37,6 +37,9 @@ class StepStatus(models.TextChoices):
 class SagaInstance(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     saga_type = models.CharField(max_length=100)
+    # The version of its definition it started with, and is driven by to its end (engine.VERSIONS);
+    # only `sagas move` changes it, where that is safe.
+    definition_version = models.PositiveIntegerField(default=1)
     status = models.CharField(max_length=30, choices=SagaStatus.choices, default=SagaStatus.RUNNING)
     current_step = models.PositiveIntegerField(default=0)
     correlation_id = models.CharField(max_length=100, db_index=True)

@@ -36,6 +36,13 @@ def receive_reply(self, body):
     except TRANSIENT_DB_ERRORS as exc:
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30),
                          argsrepr=f"[<{REPLY_TYPE} body withheld>]", kwargsrepr="{}") from None
+    except engine.DefinitionNotLoaded as exc:
+        # An orchestrator of an older release, while a newer one's sagas are in flight (README,
+        # Upgrading): the reply waits in the archive, to be replayed once a release that loads
+        # the version runs.
+        log.error("reply to a saga of a definition version not loaded, dead-lettered", why=str(exc))
+        note_reason(self.request.id, f"unreadable version: {exc}")
+        raise Reject(f"unreadable version: {exc}", requeue=False) from None
 
 
 def _sweep(name, run):

@@ -106,6 +106,21 @@ def retry_saga(actor: Actor, saga_id, reason) -> Result:
     return Result(True, f"saga {saga.id} {outcome}")
 
 
+def move_saga(actor: Actor, saga_id, to_version: int, reason) -> Result:
+    """Move a live saga to another version of its definition, where that is safe
+    (engine.saga_move says why not)."""
+    reason = _reason(reason)
+    before = _saga(saga_id)
+    with transaction.atomic():
+        try:
+            saga = engine.saga_move(saga_id=before.id, to_version=to_version)
+        except engine.SagaNotMovable as exc:
+            raise ActionRefused(str(exc)) from None
+        outcome = f"moved from {saga.saga_type} v{before.definition_version} to v{saga.definition_version}"
+        _audit(actor, Action.MOVE_SAGA, Target.SAGA, saga.id, reason, outcome)
+    return Result(True, f"saga {saga.id} {outcome}")
+
+
 def cancel_saga(actor: Actor, saga_id, reason) -> Result:
     """Ask a saga that has not reached its pivot to stop and compensate (engine.saga_cancel)."""
     reason = _reason(reason)

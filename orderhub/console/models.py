@@ -9,6 +9,7 @@ class Action(models.TextChoices):
     REPLAY_DEAD_LETTER = "replay_dead_letter", "replay a dead letter"
     DISCARD_DEAD_LETTER = "discard_dead_letter", "discard a dead letter"
     RESTOCK = "restock", "restock a sku"
+    MOVE_SAGA = "move_saga", "move a saga to another definition version"
 
 
 class Target(models.TextChoices):

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.urls import NoReverseMatch, reverse
 
 from orderhub.console.models import AuditEntry, Target
-from sagas.engine import REGISTRY
+from sagas.engine import VERSIONS
 from sagas.models import SagaEvent, SagaInstance, SagaStatus, StepStatus
 
 
@@ -51,7 +51,7 @@ def for_saga(saga_id) -> SagaView:
     except (SagaInstance.DoesNotExist, ValidationError, ValueError):
         raise ActionRefused(f"no saga {saga_id}") from None
     steps = list(saga.steps.order_by("index"))
-    definition = REGISTRY.get(saga.saga_type)
+    definition = VERSIONS.get((saga.saga_type, saga.definition_version))
     pending = {step.name for step in steps if step.status == StepStatus.PENDING}
     to_come = [spec.name for spec in definition.steps if spec.name in pending] if definition else sorted(pending)
     if saga.status != SagaStatus.RUNNING:  # compensating, or ended: nothing goes forward any more

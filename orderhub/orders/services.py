@@ -81,7 +81,7 @@ def _order_create(client, items, payment_token, shipping_address, idempotency_ke
             for item in items
         )
         saga = engine.saga_start(
-            definition=PLACE_ORDER,
+            definition=engine.starting_definition(PLACE_ORDER.name),
             correlation_id=str(order.id),
             context={
                 "order_id": str(order.id),

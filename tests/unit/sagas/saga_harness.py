@@ -55,7 +55,7 @@ def follow(saga_id) -> SagaScenario:
 class SagaScenario:
     def __init__(self, saga_id):
         self.saga_id = saga_id
-        self.definition = engine.REGISTRY[SagaInstance.objects.get(id=saga_id).saga_type]
+        self.definition = engine.definition_of(SagaInstance.objects.get(id=saga_id))
         self.command: Command | None = None  # the command the saga now waits on
         self.sent: list[Command] = []  # every command the scenario has seen, in order
         self.last_reply: Reply | None = None

@@ -391,6 +391,7 @@ def test_definition_reusing_a_registered_name_is_rejected():
 
 def test_valid_definition_registers_itself_by_name(monkeypatch):
     monkeypatch.setattr(engine, "REGISTRY", dict(engine.REGISTRY))
+    monkeypatch.setattr(engine, "VERSIONS", dict(engine.VERSIONS))
     name = unique_saga_name()
 
     saga = Saga(
