@@ -2,9 +2,9 @@
 
 The orchestrator and every worker import these; nobody keeps a second copy.
 """
-from .envelope import Command, MalformedMessage, Reply, is_compensation, message_types
+from .envelope import Command, MalformedMessage, Reply, UnreadableVersion, is_compensation, message_types
 from .retry import Retry
 
-__all__ = ["Command", "Reply", "MalformedMessage", "Retry", "is_compensation", "message_types"]
+__all__ = ["Command", "Reply", "MalformedMessage", "UnreadableVersion", "Retry", "is_compensation", "message_types"]
 
 from . import inventory, notifications, payments, shipping  # noqa: E402,F401  (registers the types)

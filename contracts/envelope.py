@@ -15,8 +15,14 @@ RETRIES_EXHAUSTED = "retries_exhausted"  # the step's own retries ran out on tra
 INFRASTRUCTURE_UNAVAILABLE = "infrastructure_unavailable"  # our database or broker stayed unreachable
 HANDLER_ERROR = "handler_error"  # a bug: the message is dead-lettered for an operator
 
-# message type -> {payload field: validator}; filled by the participant modules.
-_PAYLOADS: dict[str, dict] = {}
+# message type -> {payload version: {payload field: validator}}; filled by the participant modules.
+# A worker reads a type's current (newest) version and the one before it, the older one upcast to
+# the current shape before its handler sees it; the orchestrator writes the current version unless
+# a pin says otherwise (README, Upgrading: the rule for changing a payload).
+_PAYLOADS: dict[str, dict[int, dict]] = {}
+_UPCASTS: dict[tuple[str, int], object] = {}  # (type, version) -> payload of that version -> of the next
+_WRITERS: dict[tuple[str, int], object] = {}  # (type, version) -> saga context -> payload of that version
+_WRITE_PINS: dict[str, int] = {}
 # Message types that undo another one. Running one again is always safe, so a worker never
 # answers a later copy of a compensation from its inbox when the first copy's outcome was unknown.
 _COMPENSATIONS: set[str] = set()
@@ -26,9 +32,54 @@ class MalformedMessage(ValueError):
     """A message that does not match its contract. It is dead-lettered, never retried."""
 
 
-def register(message_type: str, **fields):
-    _PAYLOADS[message_type] = fields
+class UnreadableVersion(MalformedMessage):
+    """A message of a payload version this release does not read (too new, or too old)."""
+
+
+def register(message_type: str, *, version: int = 1, writer=None, upcast=None, **fields):
+    """Declare version `version` of a message type's payload: its fields' validators; `writer`
+    builds it from a saga's context (default: the context as it is); `upcast` turns a payload of
+    the version before into this one (default: the same shape)."""
+    versions = _PAYLOADS.setdefault(message_type, {})
+    if version in versions:
+        raise ValueError(f"{message_type} v{version} is already registered")
+    versions[version] = fields
+    if writer is not None:
+        _WRITERS[(message_type, version)] = writer
+    if upcast is not None:
+        _UPCASTS[(message_type, version - 1)] = upcast
     return message_type
+
+
+def current_version(message_type: str) -> int:
+    return max(_PAYLOADS[message_type])
+
+
+def readable_versions(message_type: str) -> list[int]:
+    """The current version and the one before it, those registered."""
+    current = current_version(message_type)
+    return [v for v in (current - 1, current) if v in _PAYLOADS[message_type]]
+
+
+def write_version(message_type: str) -> int:
+    return _WRITE_PINS.get(message_type) or current_version(message_type)
+
+
+def pin_write_versions(pins: dict[str, int]):
+    """Write these versions instead of the current ones (a release that reads a new version but
+    must not write it yet: README, Upgrading)."""
+    for message_type, version in pins.items():
+        if version not in _PAYLOADS.get(message_type, {}):
+            raise ValueError(f"cannot write {message_type} v{version}: not registered")
+    _WRITE_PINS.clear()
+    _WRITE_PINS.update(pins)
+
+
+def payload_for(message_type: str, context: dict) -> tuple[int, dict]:
+    """(version, payload) of a command of this type for a saga with this context."""
+    version = write_version(message_type)
+    writer = _WRITERS.get((message_type, version))
+    return version, (writer(context) if writer else context)
 
 
 def register_compensation(message_type: str, **fields):
@@ -167,11 +218,18 @@ class Command:
         message_type = _check(text, data["type"], "type")
         if message_type not in _PAYLOADS:
             raise MalformedMessage(f"type: unknown message type {message_type!r}")
-        if data.get("version", ENVELOPE_VERSION) != ENVELOPE_VERSION:
-            raise MalformedMessage(f"version: unsupported {data.get('version')!r}")
+        version = _check(positive_int, data.get("version", 1), "version")
+        readable = readable_versions(message_type)
+        if version not in readable:
+            raise UnreadableVersion(f"{message_type} v{version}: this release reads "
+                                    f"{' and '.join(f'v{v}' for v in readable)}")
         payload = _check(mapping, data["payload"], "payload")
-        for name, validator in _PAYLOADS[message_type].items():
+        for name, validator in _PAYLOADS[message_type][version].items():
             _check(validator, payload.get(name), f"payload.{name}")
+        while version < current_version(message_type):  # the handler sees the current shape only
+            upcast = _UPCASTS.get((message_type, version))
+            payload = upcast(dict(payload)) if upcast else payload
+            version += 1
         if data.get("retry") is not None:
             from .retry import Retry
 
@@ -188,6 +246,7 @@ class Command:
             retry=data.get("retry"),
             message_id=_check(uuid_text, data["message_id"], "message_id"),
             sent_at=str(data.get("sent_at") or ""),
+            version=version,
             trace=trace_context(data.get("trace")),
         )
 

@@ -27,6 +27,8 @@ RETRIES = Counter("orderhub_retries", "Commands put back for a retry, by type an
 # that matches the reason's start, else "other". A label, so a closed list.
 REASON_KINDS = [
     ("malformed", "malformed"),
+    ("unreadable version", "unreadable_version"),
+    ("webhook undeliverable", "webhook_undeliverable"),
     ("bug:", "handler_error"),
     ("retries exhausted after", "retries_exhausted"),
     ("could not publish the reply", "reply_unpublished"),

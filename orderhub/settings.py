@@ -265,6 +265,14 @@ RETENTION_WEBHOOK_DAYS = env.float("ORDERHUB_RETENTION_WEBHOOK_DAYS", default=30
 SAGA_START_VERSIONS = {name.strip(): int(version) for name, _, version in (
     pair.partition("=") for pair in env("ORDERHUB_SAGA_START_VERSIONS", default="").split(",") if pair.strip())}
 
+# Messages: the orchestrator writes each command type's newest payload version, or the one named
+# here, e.g. "shipping.create=1" (a release that reads a new version but must not write it yet).
+CONTRACT_WRITE_VERSIONS = {name.strip(): int(version) for name, _, version in (
+    pair.partition("=") for pair in env("ORDERHUB_CONTRACT_WRITE_VERSIONS", default="").split(",") if pair.strip())}
+# Modules imported in every process once the built-in sagas and contracts are: your own saga
+# definitions (and new versions of ours), contract versions and their handlers.
+EXTENSIONS = [name.strip() for name in env("ORDERHUB_EXTENSIONS", default="").split(",") if name.strip()]
+
 # /health/ (orderhub/health.py): its details for `Authorization: Bearer <token>` (staff see them anyway).
 HEALTH_TOKEN = env("ORDERHUB_HEALTH_TOKEN", default="")
 

@@ -16,7 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from contracts import Command, Reply, Retry, is_compensation, message_types
-from contracts.envelope import INFRASTRUCTURE_UNAVAILABLE
+from contracts.envelope import INFRASTRUCTURE_UNAVAILABLE, payload_for
 from orderhub import tracing
 from sagas import outbox
 from sagas.models import OutboxMessage, SagaEvent, SagaInstance, SagaStatus, SagaStep, StepStatus
@@ -524,12 +524,14 @@ def _send(saga, definition, step, *, compensation: bool):
         step.started_at = step.started_at or now
         attempt, message_type, policy = step.attempts, spec.command, spec.retry
     deadline = now + timedelta(seconds=spec.timeout(compensation=compensation))
+    version, payload = payload_for(message_type, saga.context)
     command = Command(
         type=message_type,
         saga_id=str(saga.id),
         step=step.name,
         attempt=attempt,
-        payload=saga.context,
+        payload=payload,
+        version=version,
         correlation_id=saga.correlation_id,
         causation_id=str(step.message_id) if step.message_id else None,
         deadline=deadline.isoformat(),

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, models, transaction
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from contracts import Command, MalformedMessage, Reply, Retry
+from contracts import Command, MalformedMessage, Reply, Retry, UnreadableVersion
 from contracts.envelope import HANDLER_ERROR, INFRASTRUCTURE_UNAVAILABLE, RETRIES_EXHAUSTED, is_one_way
 from orderhub import delivery, process_metrics, tracing
 from orderhub.bus import publish
@@ -84,12 +84,13 @@ class InboxMessage(models.Model):
 _HANDLERS: dict[str, Callable[[Command], Reply]] = {}
 
 
-def handles(message_type: str):
+def handles(message_type: str, *, replace: bool = False):
     """Register the function that handles one command type. It returns cmd.succeed()/cmd.fail()
-    or raises BusinessRejection; it runs inside the domain's transaction."""
+    or raises BusinessRejection; it runs inside the domain's transaction. `replace`: a new release
+    of the handler (an extension's, ORDERHUB_EXTENSIONS) instead of the built-in one."""
 
     def register(handler):
-        if message_type in _HANDLERS:
+        if message_type in _HANDLERS and not replace:
             raise ValueError(f"{message_type} already has a handler")
         _HANDLERS[message_type] = handler
         return handler
@@ -208,6 +209,9 @@ def run_command(task, body, retried=None):
         command = Command.from_dict(body)
         if domain_of(command.type) != domain_of(task.name) or command.type not in _HANDLERS:
             raise MalformedMessage(f"a {command.type} command cannot be handled by {task.name}")
+    except UnreadableVersion as exc:
+        # A newer release's message reached an older worker (README, Upgrading: workers first).
+        dead_letter(task.request.id, f"unreadable version: {exc}")
     except MalformedMessage as exc:
         dead_letter(task.request.id, f"malformed: {exc}")
     counts = _counts(retried)

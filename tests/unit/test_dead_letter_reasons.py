@@ -12,6 +12,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("reason, kind", [
     ("malformed: payload.sku: expected a non-empty string", "malformed"),
     ("bug: ZeroDivisionError: division by zero", "handler_error"),
+    ("unreadable version: shipping.create v3: this release reads v1 and v2", "unreadable_version"),
+    ("webhook undeliverable after 12 attempts to https://x/: HTTP 503", "webhook_undeliverable"),
     ("retries exhausted after 3 attempts (infrastructure): OperationalError: x; outcome unknown", "retries_exhausted"),
     ("could not publish the reply: OperationalError: gone", "reply_unpublished"),
     ("rabbitmq: delivery_limit", "delivery_limit"),

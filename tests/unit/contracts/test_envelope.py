@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from contracts import Command, MalformedMessage, Reply
+from contracts import UnreadableVersion, Command, MalformedMessage, Reply
 
 
 def authorize_command(**overrides) -> Command:
@@ -97,9 +97,11 @@ def test_command_with_an_attempt_that_is_not_a_positive_integer_is_malformed(att
         Command.from_dict(command_body(attempt=attempt))
 
 
-def test_command_of_an_unsupported_envelope_version_is_malformed():
-    with pytest.raises(MalformedMessage, match="version: unsupported 2"):
+def test_command_of_a_payload_version_this_release_does_not_read_is_refused_by_name():
+    with pytest.raises(UnreadableVersion, match=r"v2: this release reads v1$"):
         Command.from_dict(command_body(version=2))
+    with pytest.raises(MalformedMessage, match="version: expected a positive integer"):
+        Command.from_dict(command_body(version="1"))
 
 
 @pytest.mark.parametrize("payload", [["order_id"], "order_id", None], ids=["list", "string", "null"])
