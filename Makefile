@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_VHOST := orderhub_test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test demo chaos chaos-cluster cluster cluster-stop bench soak venv services tools databases topology clean unit integration
+.PHONY: run test demo chaos chaos-cluster cluster cluster-stop bench soak venv services tools databases topology clean unit integration backup restore
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -91,6 +91,16 @@ bench: venv services
 SOAK_ORDERS ?= 20000
 soak: venv services
 	$(BIN)/python -m tests.bench.soak --orders $(SOAK_ORDERS)
+
+# Every database (pg_dump) and RabbitMQ's definitions into one folder with a manifest (README,
+# Backup and restore); BACKUP=folder, default var/backups/<UTC time>. `make restore BACKUP=folder`
+# brings them back onto empty databases and an empty vhost.
+backup: venv
+	$(BIN)/python manage.py backup $(BACKUP)
+
+restore: venv
+	@test -n "$(BACKUP)" || { echo "make restore BACKUP=<folder written by make backup>"; exit 2; }
+	$(BIN)/python manage.py restore $(BACKUP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

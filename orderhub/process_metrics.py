@@ -28,6 +28,7 @@ RETRIES = Counter("orderhub_retries", "Commands put back for a retry, by type an
 REASON_KINDS = [
     ("malformed", "malformed"),
     ("unreadable version", "unreadable_version"),
+    ("unknown saga", "unknown_saga"),
     ("webhook undeliverable", "webhook_undeliverable"),
     ("bug:", "handler_error"),
     ("retries exhausted after", "retries_exhausted"),

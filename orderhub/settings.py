@@ -235,11 +235,11 @@ if RETENTION_INBOX_DAYS < RETENTION_DEAD_LETTER_DAYS:
     raise RuntimeError("ORDERHUB_RETENTION_INBOX_DAYS must be at least ORDERHUB_RETENTION_DEAD_LETTER_DAYS")
 
 # The payment provider's circuit breaker (workers/payments/circuit.py): it opens when, over the
-# last WINDOW seconds, at least MIN_CALLS calls were made and FAILURE_RATE of them timed out.
-# Open for RESET seconds. MIN_CALLS=0 turns it off, the default: counting calls, it still took the
-# end of a chaos run, when what calls the provider is mostly the retries of charges that keep
-# timing out (tok_void_broken, tok_void_fails), for an outage (README, Circuit breaker).
-PROVIDER_CIRCUIT_MIN_CALLS = env.int("ORDERHUB_PROVIDER_CIRCUIT_MIN_CALLS", default=0)
+# last WINDOW seconds, at least MIN_CALLS distinct charges were called and FAILURE_RATE of them
+# timed out (with no success since). Open for RESET seconds. MIN_CALLS=0 turns it off. Counting
+# charges, not calls: a few charges whose calls always time out, retried again and again at the
+# end of a chaos run, are not an outage (README, Circuit breaker).
+PROVIDER_CIRCUIT_MIN_CALLS = env.int("ORDERHUB_PROVIDER_CIRCUIT_MIN_CALLS", default=10)
 PROVIDER_CIRCUIT_FAILURE_RATE = env.float("ORDERHUB_PROVIDER_CIRCUIT_FAILURE_RATE", default=0.5)
 PROVIDER_CIRCUIT_WINDOW_SECONDS = env.float("ORDERHUB_PROVIDER_CIRCUIT_WINDOW_SECONDS", default=10.0)
 PROVIDER_CIRCUIT_RESET_SECONDS = env.float("ORDERHUB_PROVIDER_CIRCUIT_RESET_SECONDS", default=30.0)

@@ -264,7 +264,7 @@ def reply_apply(reply: Reply) -> str:
     with transaction.atomic():
         saga = SagaInstance.objects.select_for_update().filter(id=reply.saga_id).first()
         if saga is None:
-            log.warning("reply for unknown saga ignored", saga_id=reply.saga_id, message_id=reply.message_id)
+            log.warning("reply for unknown saga", saga_id=reply.saga_id, message_id=reply.message_id)
             return "unknown"
         # Every step in one read; the engine then finds them in saga._steps (_step_at). The events
         # it records are written together, in one statement, before the transaction ends.

@@ -32,7 +32,7 @@ def receive_reply(self, body):
     try:
         with tracing.span(f"reply apply {reply.step}", reply.trace, kind="consumer", **{
                 "orderhub.saga_id": reply.saga_id, "orderhub.step": reply.step, "orderhub.outcome": reply.outcome}):
-            return engine.reply_apply(reply)
+            outcome = engine.reply_apply(reply)
     except TRANSIENT_DB_ERRORS as exc:
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30),
                          argsrepr=f"[<{REPLY_TYPE} body withheld>]", kwargsrepr="{}") from None
@@ -43,6 +43,15 @@ def receive_reply(self, body):
         log.error("reply to a saga of a definition version not loaded, dead-lettered", why=str(exc))
         note_reason(self.request.id, f"unreadable version: {exc}")
         raise Reject(f"unreadable version: {exc}", requeue=False) from None
+    if outcome == "unknown":
+        # No such saga: the databases were restored from a backup taken before it started (README,
+        # Backup and restore). Kept for an operator, never applied to anything.
+        why = (f"unknown saga: no saga {reply.saga_id} in this database (restored from a backup taken before "
+               f"it started?); a {reply.outcome} reply to {reply.step}")
+        log.error("reply for an unknown saga dead-lettered", saga_id=reply.saga_id, step=reply.step)
+        note_reason(self.request.id, why)
+        raise Reject(why, requeue=False)
+    return outcome
 
 
 def _sweep(name, run):

@@ -24,7 +24,7 @@ RESET_SECONDS = 3.0  # pybreaker stores when it opened to the second: open 2 to 
 
 @pytest.fixture
 def breaking_payments(live, settings):
-    """The session's payments worker (its breaker off, as shipped) swapped for one
+    """The session's payments worker (its breaker on at 10 charges, as shipped) swapped for one
     whose circuit opens once 3 calls of the last 10 s were made and half of them timed out, for 3 s."""
     # This process reads the circuit too, with the worker's settings.
     settings.PROVIDER_CIRCUIT_MIN_CALLS, settings.PROVIDER_CIRCUIT_RESET_SECONDS = 3, RESET_SECONDS
