@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_VHOST := orderhub_test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test demo chaos chaos-cluster cluster cluster-stop bench soak venv services tools databases topology clean unit integration backup restore
+.PHONY: run test demo chaos chaos-cluster cluster cluster-stop bench soak venv services tools databases topology clean unit integration backup restore restore-drill
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ demo: venv
 ORDERS ?= 1000
 chaos: venv services
 	$(BIN)/python -m tests.chaos.run --orders $(ORDERS) $(CHAOS_ARGS)
+
+# The restore drill: a backup while orders flow, more orders, SIGKILL everything, restore onto
+# fresh databases while the broker holds the later messages, start again; then the invariants
+# for the restored state and reconcile (tests/chaos/restore_drill.py).
+restore-drill: venv services
+	$(BIN)/python -m tests.chaos.restore_drill $(DRILL_ARGS)
 
 # The same on a three-node RabbitMQ cluster of its own (ports 5781-5783, management 15781-15783):
 # instead of one broker restart, the node leading payments.commands is SIGKILLed, later a second one,

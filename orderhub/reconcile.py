@@ -6,7 +6,7 @@ commands queued after the backup may still have had their effect in a domain. So
 hold something for a saga the orchestrator does not know, or no longer needs it for:
 
 - stock reserved for a saga that does not exist, or that compensated (releasable: the stock goes
-  back to `available`);
+  back to `available`), unless a shipment was created for it (reported only: the goods left);
 - an authorization open at the provider for a saga that does not exist, or that compensated
   (releasable: voided at the provider);
 - a captured payment or a created shipment for a saga that does not exist (reported only: money
@@ -48,10 +48,14 @@ def findings() -> list[Finding]:
                     .values_list("saga_id", "status", "amount"))
     shipped = list(Shipment.objects.using("shipping").filter(status="created").values_list("saga_id", flat=True))
     sagas = _sagas([s for s, _ in reserved] + [s for s, _, _ in payments] + shipped)
+    shipped_ids = {str(s) for s in shipped}
     for saga_id, lines in reserved:
         status = sagas.get(str(saga_id), GONE)
-        if status in (GONE, "compensated"):
-            units = sum(line["quantity"] for line in lines)
+        units = sum(line["quantity"] for line in lines)
+        if status in (GONE, "compensated") and str(saga_id) in shipped_ids:
+            found.append(Finding("inventory", "stock reserved and shipped", str(saga_id),
+                                 f"{units} units; saga: {status} (the goods left: a person decides)", False))
+        elif status in (GONE, "compensated"):
             found.append(Finding("inventory", "stock reserved", str(saga_id), f"{units} units; saga: {status}", True))
     for saga_id, status, amount in payments:
         saga = sagas.get(str(saga_id), GONE)

@@ -92,3 +92,13 @@ def test_a_reply_for_a_saga_this_database_does_not_know_is_dead_lettered_with_th
     SagaInstance.objects.filter(id=scenario.saga_id).delete()
     with pytest.raises(Reject, match=f"unknown saga: no saga {scenario.saga_id} in this database"):
         tasks.receive_reply.run(reply.to_dict())
+
+
+def test_stock_reserved_and_shipped_for_a_saga_that_does_not_exist_is_only_reported():
+    gone = str(uuid.uuid4())
+    reserve(gone)
+    Shipment.objects.create(saga_id=gone, order_id=uuid.uuid4(), status="created", address={}, tracking_number="T2")
+    found = {f.kind: f for f in reconcile.findings()}
+    assert not found["stock reserved and shipped"].releasable and "stock reserved" not in found
+    assert reconcile.release(list(found.values())) == 0
+    assert StockItem.objects.get(sku="REC-1").available == 10
