@@ -53,6 +53,15 @@ def manage(env, *argv, check=True):
     return done
 
 
+def make(env, target, folder):
+    """As the README says it: `make backup BACKUP=...`, `make restore BACKUP=...`."""
+    done = subprocess.run(["make", "--no-print-directory", target, f"BACKUP={folder}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"make {target} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
 def queue_depths():
     from orderhub import rabbitmq_api
 
@@ -87,7 +96,7 @@ def main(argv=None):
     def backup_half_way():
         time.sleep(args.orders / args.rate / 2)
         started = time.monotonic()
-        manage(env, "backup", str(folder))
+        make(env, "backup", folder)
         backed_up["took"] = time.monotonic() - started
         chaos.say(f"backup written to {folder} in {backed_up['took']:.1f}s, orders still flowing")
 
@@ -106,8 +115,8 @@ def main(argv=None):
     connections.close_all()
     for alias, db in settings.DATABASES.items():
         chaos.admin_sql(f'DROP DATABASE IF EXISTS "{db["NAME"]}" WITH (FORCE)')
-    restored = manage(env, "restore", str(folder))
-    chaos.say(restored.stdout.strip().splitlines()[0])
+    restored = make(env, "restore", folder)
+    chaos.say(restored.stdout.strip().splitlines()[-2])
     cluster = start(env, "after")
     results, facts = [], []
     try:
