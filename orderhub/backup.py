@@ -24,6 +24,16 @@ class BackupError(RuntimeError):
     pass
 
 
+def databases() -> dict:
+    """One alias per database: `provider` is a second connection to the payments database."""
+    seen, unique = set(), {}
+    for alias, db in settings.DATABASES.items():
+        if db["NAME"] not in seen:
+            seen.add(db["NAME"])
+            unique[alias] = db
+    return unique
+
+
 def _pg_env(alias):
     db = settings.DATABASES[alias]
     return os.environ | {"PGHOST": str(db["HOST"]), "PGPORT": str(db["PORT"]), "PGUSER": db["USER"],
@@ -52,7 +62,7 @@ def backup(folder: Path) -> dict:
     if any(folder.iterdir()):
         raise BackupError(f"{folder} is not empty")
     manifest = {"format": 1, "started_at": datetime.now(UTC).isoformat(), "databases": {}}
-    for alias, db in settings.DATABASES.items():
+    for alias, db in databases().items():
         target = folder / f"{alias}.dump"
         _run(["pg_dump", "--format=custom", "--no-owner", "--file", str(target), db["NAME"]], alias)
         manifest["databases"][alias] = {"name": db["NAME"], "file": target.name, "bytes": target.stat().st_size,
@@ -76,7 +86,7 @@ def _checked_manifest(folder: Path) -> dict:
     for part in parts:
         if _digest(folder / part["file"]) != part["sha256"]:
             raise BackupError(f"{part['file']} does not match its checksum in the manifest")
-    missing = set(settings.DATABASES) - set(manifest["databases"])
+    missing = set(databases()) - set(manifest["databases"])
     if missing:
         raise BackupError(f"the backup has no dump of {sorted(missing)}")
     return manifest
@@ -115,7 +125,7 @@ def restore(folder: Path) -> dict:
     (created when missing). Refuses a database that already has tables: restore onto empty
     servers, never over live data."""
     manifest = _checked_manifest(folder)
-    for alias in settings.DATABASES:
+    for alias in databases():
         _ensure_database(alias)
         if _tables_in(alias):
             raise BackupError(f"database {settings.DATABASES[alias]['NAME']} ({alias}) is not empty: restore "

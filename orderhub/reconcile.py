@@ -14,6 +14,7 @@ hold something for a saga the orchestrator does not know, or no longer needs it 
 - a completed saga with no captured payment in payments (reported: that dump was older).
 
 Sagas still running are never judged: they own what they hold until they end."""
+import time
 from collections import namedtuple
 
 import structlog
@@ -90,13 +91,24 @@ def _completed_without_capture() -> list[Finding]:
     return found
 
 
-def release(found: list[Finding]) -> int:
-    """Release what is releasable; returns how many. Each one is re-checked under a lock."""
+def release(found: list[Finding], attempts: int = 5) -> int:
+    """Release what is releasable; returns how many. Each one is re-checked under a lock; a void
+    the provider does not answer is tried `attempts` times, then left for the next run."""
+    from workers.messaging import TransientError
+
     released = 0
     for finding in found:
         if not finding.releasable:
             continue
-        released += (_release_stock if finding.domain == "inventory" else _void_authorization)(finding.saga_id)
+        act = _release_stock if finding.domain == "inventory" else _void_authorization
+        for attempt in range(1, attempts + 1):
+            try:
+                released += act(finding.saga_id)
+                break
+            except TransientError as exc:
+                log.warning("reconcile could not release yet", saga_id=finding.saga_id, attempt=attempt,
+                            error=str(exc))
+                time.sleep(min(2.0, 0.25 * 2 ** attempt))
     return released
 
 

@@ -113,8 +113,8 @@ def main(argv=None):
         cluster.kill(key, signal.SIGKILL)
 
     connections.close_all()
-    for alias, db in settings.DATABASES.items():
-        chaos.admin_sql(f'DROP DATABASE IF EXISTS "{db["NAME"]}" WITH (FORCE)')
+    for name in {db["NAME"] for db in settings.DATABASES.values()}:
+        chaos.admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     restored = make(env, "restore", folder)
     chaos.say(restored.stdout.strip().splitlines()[-2])
     cluster = start(env, "after")
@@ -123,6 +123,7 @@ def main(argv=None):
         from orderhub.deadletters.models import DeadLetter
         from orderhub.orders.models import Order
         from sagas.models import SagaInstance
+        from workers.payments.models import Payment, ProviderCharge
 
         known = {str(i) for i in Order.objects.values_list("id", flat=True)}
         survivors = {order_id: scenario for order_id, scenario in placed.items() if order_id in known}
@@ -146,11 +147,20 @@ def main(argv=None):
 
         release = manage(env, "reconcile", "--release", check=False)
         after = manage(env, "reconcile", check=False)
-        results.append(("D3", "reconcile --release, then reconcile finds nothing left unowned",
-                        [] if after.returncode == 0 else after.stdout.strip().splitlines()[-6:]))
-        # The stock once reconcile has released what no saga owns.
-        results = [r for r in results if r[0] != "I2"] + [
-            next(r for r in chaos.check_invariants(survivors, initial, unknown) if r[0] == "I2")]
+        # What the provider will not void by design (the sandbox's tok_void_broken, as in I1: an
+        # operator's case) is the one thing reconcile may leave; anything else is a violation.
+        broken = set(ProviderCharge.objects.filter(token="tok_void_broken").values_list("ref", flat=True))
+        broken_sagas = {str(s) for s in Payment.objects.filter(provider_ref__in=broken).values_list("saga_id", flat=True)}
+        left = [line for line in after.stdout.strip().splitlines()[:-1]
+                if not ("authorization open" in line and any(saga in line for saga in broken_sagas))]
+        results.append(("D3", "reconcile --release, then reconcile finds nothing left unowned (but tok_void_broken "
+                              f"holds the provider will not void: {len(after.stdout.strip().splitlines()) - 1 - len(left)})",
+                        left[:6]))
+        # The stock and the money once reconcile has released what no saga owns.
+        again = {r[0]: r for r in chaos.check_invariants(survivors, initial, unknown)}
+        i3 = again["I3"]
+        i3 = (i3[0], i3[1], [p for p in i3[2] if not any(ref in p for ref in broken)])
+        results = [r for r in results if r[0] not in ("I2", "I3")] + [again["I2"], i3]
         facts = [
             ("orders placed", len(placed)),
             ("orders the restore kept", len(survivors)),
