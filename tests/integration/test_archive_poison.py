@@ -28,7 +28,7 @@ def test_bodies_with_nul_bytes_and_unclean_headers_are_archived_as_base64_and_no
     order = json.dumps({"items": [{"sku": "SKU-MUG", "quantity": 1}]})
     bodies = {str(uuid.uuid4()): order.encode(encoding) for encoding in ["utf-16-le", "utf-16"] * (PREFETCH // 2 + 1)}
     clean = str(uuid.uuid4())
-    with Connection(app.conf.broker_url) as connection:
+    with Connection(app.conf.broker_url, transport_options={"confirm_publish": True}) as connection:
         producer = connection.Producer()
         for key, body in bodies.items():
             publish_raw(producer, body, key=key, content_encoding="utf-8", headers={"note": "nul\x00inside"})
@@ -48,7 +48,7 @@ def test_a_dead_letter_the_archive_refuses_is_parked_and_counted_and_the_rest_ar
     refused, after = str(uuid.uuid4()), str(uuid.uuid4())
     parked_before = parked_count()
     with failing_writes("default", "dead_letter", when=f"NEW.message_key = '{refused}'", sqlstate=BUG):
-        with Connection(app.conf.broker_url) as connection:
+        with Connection(app.conf.broker_url, transport_options={"confirm_publish": True}) as connection:
             producer = connection.Producer()
             publish_raw(producer, b"{refused", key=refused, content_encoding="utf-8")
             publish_raw(producer, b"{after", key=after, content_encoding="utf-8")
@@ -68,7 +68,7 @@ def archived(*keys):
 
 
 def get_parked():
-    with Connection(app.conf.broker_url) as connection:
+    with Connection(app.conf.broker_url, transport_options={"confirm_publish": True}) as connection:
         channel = connection.channel()
         message = Queue(topology.PARKING_QUEUE, no_declare=True)(channel).get(no_ack=True)
         channel.close()

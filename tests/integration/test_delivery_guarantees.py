@@ -82,7 +82,7 @@ def test_a_crash_between_commit_and_publish_is_repaired_by_the_relay(live, monke
 def test_malformed_messages_are_archived_with_their_reason_and_the_worker_keeps_serving(live):
     sku = product(stock=10)
     not_a_task, bad_envelope, not_json = (str(uuid.uuid4()) for _ in range(3))
-    with Connection(app.conf.broker_url) as connection:
+    with Connection(app.conf.broker_url, transport_options={"confirm_publish": True}) as connection:
         producer = connection.Producer()
         producer.publish({"hello": "world"}, exchange=topology.EXCHANGE.name, routing_key="inventory.reserve",
                          message_id=not_a_task)
