@@ -2,8 +2,11 @@
 
 The deadline sweep reads it to tell a participant's silence from our own backlog:
 - `busy`: a worker is handling the command now (its lease is refreshed every LEASE/3 seconds
-  while it works, and lapses within LEASE seconds if the worker dies). The participant has the
-  command and has not answered: the deadline stands (a hung provider is caught);
+  while it works, and lapses within LEASE seconds if the worker dies), since when it took it
+  (`busy@<unix time>`). Busy for longer than the step's own deadline, the participant has the
+  command and has not answered: the deadline stands (a hung provider is caught). Busy for less,
+  it has just taken it (off a backlog, or back from a retry), and has the step's deadline to
+  answer, like any participant: the deadline is put off;
 - `retrying`: the worker met a failure it retries and RabbitMQ holds the command until the next
   attempt (the lease lasts the delay and RETRY_MARGIN_SECONDS). The participant is working through a retry
   budget it was given and will answer, `unknown` at worst: the deadline is put off;
@@ -33,7 +36,7 @@ ANSWERED_SECONDS = 60.0
 BUSY, RETRYING, ANSWERED = "busy", "retrying", "answered"
 UNKNOWN = object()
 
-_held: set[str] = set()
+_held: dict[str, str] = {}  # message id -> its busy lease
 _lock = threading.Lock()
 _refresher: threading.Thread | None = None
 
@@ -57,9 +60,10 @@ class holding:
 
     def __enter__(self):
         _start_refresher()
+        lease = f"{BUSY}@{time.time():.3f}"
         with _lock:
-            _held.add(self.message_id)
-        _set(self.message_id, BUSY, LEASE_SECONDS)
+            _held[self.message_id] = lease
+        _set(self.message_id, lease, LEASE_SECONDS)
         return self
 
     def __exit__(self, *exc):
@@ -69,7 +73,7 @@ class holding:
 
 def release(message_id):
     with _lock:
-        _held.discard(str(message_id))
+        _held.pop(str(message_id), None)
 
 
 def retrying(message_id, delay):
@@ -85,12 +89,29 @@ def answered(message_id):
 def _settle(message_id, value, seconds):
     # Under the lock the refresher takes: it cannot put `busy` back over this once it is written.
     with _lock:
-        _held.discard(str(message_id))
+        _held.pop(str(message_id), None)
         _set(message_id, value, seconds)
 
 
 def state(message_id):
-    """BUSY, RETRYING, None (nobody holds it) or UNKNOWN (Redis could not be asked)."""
+    """BUSY, RETRYING, ANSWERED, None (nobody holds it) or UNKNOWN (Redis could not be asked)."""
+    lease = _read(message_id)
+    return BUSY if isinstance(lease, str) and lease.startswith(BUSY) else lease
+
+
+def busy_for(message_id) -> float | None:
+    """How long the worker handling the command has been at it (None: nobody is handling it, or
+    Redis could not be asked)."""
+    lease = _read(message_id)
+    if not isinstance(lease, str) or not lease.startswith(f"{BUSY}@"):
+        return None
+    try:
+        return max(0.0, time.time() - float(lease.split("@", 1)[1]))
+    except ValueError:
+        return None
+
+
+def _read(message_id):
     try:
         return cache.get(_key(message_id))
     except Exception as exc:
@@ -116,4 +137,4 @@ def _refresh():
         for message_id in held:
             with _lock:
                 if message_id in _held:
-                    _set(message_id, BUSY, LEASE_SECONDS)
+                    _set(message_id, _held[message_id], LEASE_SECONDS)

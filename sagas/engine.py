@@ -569,16 +569,18 @@ def deadlines_sweep(*, now=None, due_before=None, limit: int = 500, backlog=None
     - the orchestrator runs the sweep from a marker queued behind the replies (sagas.tasks), and
       passes the time the marker was queued as `due_before`: every reply sent before then has been
       applied, so a reply still waiting in our own queue never counts as a missed deadline;
-    - `backlog(message_type, message_id)` says why the participant is not silent, or None: it is
-      working through the retries it was given, or nobody holds the command and its queue holds
-      messages, the command among them (sagas.tasks.participant_backlog). Then the deadline is put
-      off (a bounded number of times) instead of resending, which would only add to that queue.
+    - `backlog(message_type, message_id, busy_grace=)` says why the participant is not silent, or
+      None (or what it saw, under `stands`): it is working through the retries it was given, or
+      took the command less than the step's deadline ago, or nobody holds the command and its
+      queue holds messages, the command among them (sagas.tasks.participant_backlog). Then the
+      deadline is put off (a bounded number of times) instead of resending, which would only add
+      to that queue.
 
     One saga that cannot be handled (a bug, a definition removed by a deploy) must not stop the
     others: its failure is logged and noted on its step, which is looked at again later."""
     now = now or timezone.now()
     due_before = min(due_before or now, now)
-    backlog = backlog or (lambda message_type, message_id: None)
+    backlog = backlog or (lambda message_type, message_id, busy_grace=0.0: None)
     due = list(
         SagaStep.objects.filter(status__in=_WAITING, deadline_at__lte=due_before)
         .order_by("deadline_at")
@@ -641,21 +643,27 @@ def _on_deadline(saga, definition, step, now, backlog):
         return
     compensation = step.status == StepStatus.COMPENSATING
     timeout = timedelta(seconds=spec.timeout(compensation=compensation))
-    waiting = backlog(spec.compensate if compensation else spec.command, str(step.message_id))
+    seen = backlog(spec.compensate if compensation else spec.command, str(step.message_id),
+                   busy_grace=spec.deadline) or {}
+    waiting = not seen.get("stands") and seen
     if waiting and step.deferrals < max_deferrals(timeout.total_seconds()):
         step.deferrals += 1
         step.deadline_at = now + timeout
         step.save()
         _event(saga, step.name, SagaEvent.Kind.DEFERRED, step.message_id, "", {"deferral": step.deferrals} | waiting)
         return
+    # What the sweep saw of the participant is kept with the resend or the failure, so a deadline
+    # that stood can be explained afterwards.
     if step.resends < spec.resends:
         step.resends += 1
         step.deadline_at = now + timeout
         step.save()
-        _event(saga, step.name, SagaEvent.Kind.RESEND, step.message_id, "", {"resend": step.resends})
+        _event(saga, step.name, SagaEvent.Kind.RESEND, step.message_id, "", {"resend": step.resends, "seen": seen})
         outbox.resend(step.message_id)
         return
-    log.warning("deadline exceeded", saga_id=str(saga.id), step=step.name, compensation=compensation)
+    log.warning("deadline exceeded", saga_id=str(saga.id), step=step.name, compensation=compensation, seen=seen)
+    _event(saga, step.name, SagaEvent.Kind.STATUS, None, "",
+           {"deadline_exceeded": "compensation" if compensation else "action", "seen": seen})
     if compensation and step.compensation_attempts < spec.compensation_sends:
         # A silent compensation is late, not refused (a worker that refuses says so): try again.
         _send(saga, definition, step, compensation=True)

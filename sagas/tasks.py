@@ -109,28 +109,38 @@ def deadlines_due(self, body):
 
 
 def participant_backlog():
-    """For one sweep run: (message type, message id) -> why the command's deadline should be put
-    off, or None when it stands (orderhub/delivery.py): the participant is retrying it, or has
-    answered it (the reply is in our own queue, behind the sweep's marker), or nobody
-    holds it and its participant's queue holds messages, the command among them. A queue's depth
-    is asked of RabbitMQ once per run; when RabbitMQ or Redis cannot be asked, the deadline stands."""
+    """For one sweep run: (message type, message id, busy_grace) -> why the command's deadline
+    should be put off, or what was seen when it stands (a dict with `stands`; engine._on_deadline
+    records it) (orderhub/delivery.py): the participant is retrying it, or has answered it (the
+    reply is in our own queue, behind the sweep's marker), or took it less than `busy_grace`
+    seconds (the step's deadline) ago, or nobody holds it and its participant's queue holds
+    messages, the command among them. A queue's depth is asked of RabbitMQ once per run; when
+    RabbitMQ or Redis cannot be asked, the deadline stands."""
     depths = {}
 
-    def backlog(message_type, message_id):
+    def backlog(message_type, message_id, busy_grace=0.0):
         queue = topology.command_queue(message_type)
         if queue is None:
             return None
         held = delivery.state(message_id)
         if held in (delivery.RETRYING, delivery.ANSWERED):
             return {"participant": held}
-        if held is not None:  # busy, or unknown
-            return None
+        if held == delivery.BUSY:
+            busy = delivery.busy_for(message_id)
+            if busy is not None and busy < busy_grace:
+                return {"participant": "busy", "busy_s": round(busy, 1)}
+            return {"stands": "participant busy", "busy_s": None if busy is None else round(busy, 1)}
+        if held is not None:
+            return {"stands": "the lease could not be read"}
         if queue not in depths:
             try:
                 depths[queue] = bus.queue_backlog(queue)
             except Exception as exc:
                 log.warning("could not read a queue's backlog", queue=queue, error=repr(exc))
-                depths[queue] = 0
-        return {"queue_backlog": depths[queue]} if depths[queue] else None
+                depths[queue] = None
+        if depths[queue]:
+            return {"queue_backlog": depths[queue]}
+        return {"stands": "nobody holds it" + ("" if depths[queue] is not None else "; queue depth unknown"),
+                "queue_backlog": depths[queue]}
 
     return backlog

@@ -60,6 +60,19 @@ class CleanupOwed(TransientError):
     backoff until it is done (a long budget of its own), never answered as an unknown outcome."""
 
 
+# Asked before a command is given up on a transient error: a check may see that the error was a
+# dependency's outage (workers/payments/circuit.py: the provider's circuit is open, or the charges
+# failing around this one say it is going down) and return a DependencyUnavailable, and the command
+# is held on HELD_POLICY instead of ending as an unknown outcome. `check(exc, counts)`.
+_HOLD_CHECKS: list[Callable[[Exception, dict], "DependencyUnavailable | None"]] = []
+
+
+def hold_instead(check):
+    """Register a check asked before a command is given up on a transient error (see _HOLD_CHECKS)."""
+    _HOLD_CHECKS.append(check)
+    return check
+
+
 # Our own infrastructure: a lost or refused database connection, a lock, a concurrent insert of
 # the same business key. They say nothing about the command, so they have a retry budget of their
 # own (settings.INFRASTRUCTURE_RETRY_*), apart from the step's policy.
@@ -291,6 +304,14 @@ def _retry_or_give_up(task, command, exc, counts):
     else:
         kind, policy = "infrastructure", infrastructure_policy()
     _retry(task, command, exc, counts, kind, policy)
+    if kind == "transient" and not isinstance(exc, CleanupOwed):
+        # The step's own tries are spent. If they were spent on a dependency's outage, the command
+        # waits for the dependency (its circuit's trial) instead of failing for it.
+        held = next((found for check in _HOLD_CHECKS if (found := check(exc, counts)) is not None), None)
+        if held is not None:
+            log.warning("held instead of given up: the dependency looks down", message_id=command.message_id,
+                        why=str(held))
+            _retry(task, command, held, counts, "held", HELD_POLICY)
     attempts = counts[kind] + 1
     why = f"retries exhausted after {attempts} attempts ({kind}): {type(exc).__name__}: {exc}"
     reason = RETRIES_EXHAUSTED if kind in ("transient", "held") else INFRASTRUCTURE_UNAVAILABLE

@@ -82,9 +82,11 @@ def test_an_outage_opens_the_circuit_spares_the_provider_and_a_trial_closes_it(b
 
 def test_a_minute_long_outage_costs_the_provider_a_handful_of_calls_and_holds_the_orders(live):
     """The bar, with the breaker as shipped (the session's payments worker: 10 distinct charges,
-    half failing, open 30 s), at two orders a second: orders placed through a 60 s outage once the
-    circuit is open are held, not failed, and complete once it is over; the provider hears the
-    calls that showed it was down, then only the trials."""
+    half failing, open 30 s), at two orders a second: every order placed through a 60 s outage
+    completes once it is over, none failed for it. The first ones' tries are the calls that show
+    the provider is down; spent before the circuit opens, they wait for it (held a window), and
+    every order after is held by the open circuit. The provider hears those first calls, then
+    only the trials."""
     sku = product(stock=200)
     client = api_client()
     circuit.reset()
@@ -103,18 +105,11 @@ def test_a_minute_long_outage_costs_the_provider_a_handful_of_calls_and_holds_th
         provider.outage(False)
     assert opened_at is not None and opened_at <= 15, opened_at  # 10 distinct charges failing: ~5 s
     ended = [wait_ended(order_id, timeout=120) for order_id in during]
-    # Placed once the circuit was open: held, every one completes.
-    late = [(o.status, o.failure_reason) for o in ended[opened_at:] if o.status != "completed"]
-    assert not late, late
-    # Placed before: their own three tries were the calls that showed the outage; one that used
-    # them up before the circuit opened failed (compensated: no hold left at the provider).
-    early = ended[:opened_at]
-    assert all(o.status == "completed" or o.failure_reason == "retries_exhausted" for o in early)
-    failed = [f"{o.saga_id}:authorize" for o in early if o.status == "failed"]
-    assert not ProviderCharge.objects.filter(idempotency_key__in=failed, status="authorized").exists()
+    not_completed = [(i, o.status, o.failure_reason) for i, o in enumerate(ended) if o.status != "completed"]
     print(f"\n60 s outage: {len(during)} orders placed during it, the circuit open from the {opened_at}th; "
-          f"{sum(o.status == 'completed' for o in ended)} completed, {len(failed)} failed before it opened; "
-          f"the provider called {calls} times, {calls_to_open} before the circuit opened")
+          f"{len(ended) - len(not_completed)} completed; the provider called {calls} times, "
+          f"{calls_to_open} before the circuit opened")
+    assert not not_completed, not_completed
     # Before it opened: the first charges' tries (three at most each). Open: one trial per 30 s
     # (pybreaker keeps the time it opened to the second, and a trial may fall either side of it).
     assert calls_to_open <= 3 * opened_at, (calls_to_open, opened_at)

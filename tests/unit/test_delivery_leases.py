@@ -1,5 +1,6 @@
 """Leases on commands (orderhub/delivery.py) and what the deadline sweep makes of them
 (sagas.tasks.participant_backlog), against the real Redis; the queue depth is given."""
+import time
 import uuid
 
 import pytest
@@ -26,15 +27,30 @@ def test_a_command_nobody_holds_waits_among_the_queues_backlog(depth):
 
 
 def test_with_no_backlog_and_nobody_holding_it_the_deadline_stands(depth):
-    assert tasks.participant_backlog()("payments.authorize", message_id()) is None
+    assert tasks.participant_backlog()("payments.authorize", message_id()) == {
+        "stands": "nobody holds it", "queue_backlog": 0}
 
 
-def test_a_command_a_worker_is_handling_is_the_participants_silence_whatever_the_backlog(depth):
+def test_a_command_a_worker_has_handled_for_longer_than_the_deadline_is_the_participants_silence(depth):
+    """Whatever the backlog: the participant has the command and has not answered (a hung provider)."""
     depth["payments.commands"] = 3
     held = message_id()
     with delivery.holding(held):
         assert delivery.state(held) == delivery.BUSY
-        assert tasks.participant_backlog()("payments.authorize", held) is None
+        # As its lease reads once the worker has been at it for 5 s.
+        delivery._set(held, f"{delivery.BUSY}@{time.time() - 5.0:.3f}", delivery.LEASE_SECONDS)
+        seen = tasks.participant_backlog()("payments.authorize", held, busy_grace=4.0)
+    assert seen["stands"] == "participant busy" and 5.0 <= seen["busy_s"] < 6.0
+
+
+def test_a_command_a_worker_has_just_taken_has_the_steps_deadline_to_be_answered(depth):
+    """Taken off a backlog, or back from a retry, a moment before the deadline fell due: the
+    participant is not silent yet, it has the step's deadline like any command."""
+    held = message_id()
+    with delivery.holding(held):
+        seen = tasks.participant_backlog()("payments.authorize", held, busy_grace=4.0)
+    assert seen["participant"] == "busy" and 0.0 <= seen["busy_s"] < 1.0
+    assert "stands" not in seen
 
 
 def test_a_command_being_retried_puts_its_deadline_off(depth):
@@ -61,7 +77,7 @@ def test_when_redis_cannot_be_asked_the_deadline_stands(depth, monkeypatch):
         raise ConnectionError("redis is gone")
 
     monkeypatch.setattr(delivery.cache, "get", unreachable)
-    assert tasks.participant_backlog()("payments.authorize", message_id()) is None
+    assert tasks.participant_backlog()("payments.authorize", message_id()) == {"stands": "the lease could not be read"}
 
 
 def test_replies_and_unknown_types_have_no_participant_queue(depth):

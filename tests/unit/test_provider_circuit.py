@@ -160,3 +160,87 @@ def test_a_command_the_open_circuit_refused_is_held_until_the_trial_on_a_budget_
     [(kwargs, options)] = sent
     assert kwargs["retried"] == {"transient": 2, "infrastructure": 0, "held": 1}  # the step's 2 untouched
     assert options["countdown"] == 7.5
+
+
+def give_up_or_hold(monkeypatch, exc, counts, type_="payments.authorize"):
+    """What a payments worker does with `exc` once the step's own tries are spent: ("held",
+    retried counts, countdown), or ("answered", the reply)."""
+    from celery.canvas import Signature
+
+    from contracts import Command
+    from orderhub.celery import app
+    from workers import messaging
+    from workers.payments import tasks as payments_tasks  # noqa: F401  (registers the tasks)
+
+    sent = []
+    monkeypatch.setattr(Signature, "apply_async", lambda self, *a, **kw: sent.append((self.kwargs, self.options)))
+    command = Command(type=type_, saga_id=str(uuid.uuid4()), step="authorize",
+                      payload={"order_id": str(uuid.uuid4()), "total": "5.00", "payment_token": "tok_ok"})
+    task = app.tasks[type_]
+    task.push_request(id=command.message_id, args=[command.to_dict()], kwargs={}, delivery_info={}, retries=0,
+                      called_directly=False)
+    try:
+        reply = messaging._retry_or_give_up(task, command, exc, counts)
+    except Exception as raised:
+        assert type(raised).__name__ == "Retry", raised
+        [(kwargs, options)] = sent
+        return "held", kwargs["retried"], options["countdown"]
+    finally:
+        task.pop_request()
+    assert not sent
+    return "answered", reply
+
+
+SPENT = {"transient": 2, "infrastructure": 0, "held": 0}  # place_order's authorize: 3 tries
+
+
+def test_the_first_charges_of_an_outage_wait_for_the_circuit_instead_of_failing(fresh_circuit, monkeypatch, settings):
+    """The first charges of an outage spend their tries before the circuit has seen enough of them
+    to open (10 charges as shipped). Failing them would fail orders for the outage: they are held
+    for one window while the circuit decides."""
+    settings.PROVIDER_CIRCUIT_MIN_CALLS = 10
+    provider.outage(True)
+    for _ in range(3):  # three charges failing, all that were called: not open yet
+        with pytest.raises(provider.ProviderTimeout):
+            authorize()
+    assert circuit.state() == "closed"
+    timeout = provider.ProviderTimeout("the provider is down")
+    what, retried, countdown = give_up_or_hold(monkeypatch, timeout, SPENT)
+    assert what == "held" and retried == SPENT | {"held": 1}  # on the held budget, the step's untouched
+    assert 10.0 <= countdown <= 11.0  # a window
+    # Held once already, and the circuit did not open: the next timeout ends it, as before.
+    what, reply = give_up_or_hold(monkeypatch, timeout, SPENT | {"held": 1})
+    assert what == "answered" and reply.unknown and reply.reason == "retries_exhausted"
+    # Once the circuit is open, a command whose tries are spent is held until the trial, however
+    # often it was held before.
+    with pytest.raises(circuit.ProviderUnavailable):
+        for _ in range(10):
+            try:
+                authorize()
+            except provider.ProviderTimeout:
+                continue
+    assert circuit.state() == "open"
+    what, retried, countdown = give_up_or_hold(monkeypatch, timeout, SPENT | {"held": 5})
+    assert what == "held" and retried["held"] == 6 and 1.0 <= countdown <= 3.0
+    provider.outage(False)
+
+
+def test_one_charge_that_always_times_out_still_ends_unknown(fresh_circuit, monkeypatch, settings):
+    """tok_timeout's answer is always lost: a charge or two failing alone is no outage, so the
+    step's tries end it (unknown outcome, compensated by the saga), and among good calls too."""
+    settings.PROVIDER_CIRCUIT_MIN_CALLS = 10
+    for _ in range(2):
+        key = f"timeout-{uuid.uuid4()}"
+        for _ in range(3):  # charged, then every answer lost
+            with pytest.raises(provider.ProviderTimeout):
+                provider.authorize(token="tok_timeout", amount=Decimal("5.00"), idempotency_key=key)
+    what, reply = give_up_or_hold(monkeypatch, provider.ProviderTimeout("lost"), SPENT)
+    assert what == "answered" and reply.reason == "retries_exhausted"
+    for _ in range(4):  # a third failing charge, but among good ones: 3 of 7, under half
+        assert authorize().approved
+    provider.outage(True)
+    with pytest.raises(provider.ProviderTimeout):
+        authorize()
+    provider.outage(False)
+    what, reply = give_up_or_hold(monkeypatch, provider.ProviderTimeout("lost"), SPENT)
+    assert what == "answered" and reply.reason == "retries_exhausted"

@@ -29,7 +29,7 @@ import redis
 from django.conf import settings
 from prometheus_client import Counter
 
-from workers.messaging import DependencyUnavailable
+from workers.messaging import DependencyUnavailable, hold_instead
 
 NAME = "payments_provider"
 STATES = {pybreaker.STATE_CLOSED: 0, pybreaker.STATE_HALF_OPEN: 1, pybreaker.STATE_OPEN: 2}
@@ -83,6 +83,14 @@ class FailureRate(pybreaker.CircuitBreakerListener):
         for kind in self.KINDS:
             pipe.sunion(self._keys(kind, now))
         *_, called, failed, ok = pipe.execute()
+        return len(called), len(failed - ok)
+
+    def window(self) -> tuple[int, int]:
+        """(charges called, charges failing) in the window now, counting nothing."""
+        pipe = _redis().pipeline()
+        for kind in self.KINDS:
+            pipe.sunion(self._keys(kind, int(time.time())))
+        called, failed, ok = pipe.execute()
         return len(called), len(failed - ok)
 
     def success(self, cb):
@@ -142,6 +150,40 @@ def guarded(call, *args, **kwargs):
             from None
     finally:
         _subject.reset(token)
+
+
+# Charges failing together, besides a rate, that make a charge whose own tries are spent wait for
+# the circuit rather than fail: one charge that always times out (tok_timeout) is not an outage.
+SUSPECT_CHARGES = 3
+
+
+@hold_instead
+def wait_for_the_circuit(exc, counts) -> ProviderUnavailable | None:
+    """Asked when a command's own tries are spent on provider timeouts (workers/messaging.py). The
+    first charges of an outage spend their tries before the circuit has seen enough of them to
+    open; failing them would fail orders for the outage. So the command is held instead:
+    - while the circuit is open (or half-open), until its trial, as any command it refuses;
+    - once, for a window, when the charges called in the window are failing at the circuit's
+      rate and at least SUSPECT_CHARGES of them are: the circuit decides meanwhile. Open, it holds
+      the command on; still closed, the next try's timeout ends it, as it always did."""
+    from workers.payments.provider import ProviderTimeout
+
+    if not _enabled() or not isinstance(exc, ProviderTimeout):
+        return None
+    try:
+        current = state()
+        if current in (pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN):
+            return ProviderUnavailable(f"the payment provider's circuit is {current}", retry_after=_until_trial())
+        if counts.get("held"):
+            return None
+        called, failing = FailureRate().window()
+    except redis.RedisError:
+        return None
+    if failing >= SUSPECT_CHARGES and failing >= settings.PROVIDER_CIRCUIT_FAILURE_RATE * called:
+        return ProviderUnavailable(
+            f"{failing} of {called} charges are timing out; held {settings.PROVIDER_CIRCUIT_WINDOW_SECONDS:g} s "
+            "for the circuit to decide", retry_after=settings.PROVIDER_CIRCUIT_WINDOW_SECONDS + random.uniform(0, 1.0))
+    return None
 
 
 def _until_trial() -> float:

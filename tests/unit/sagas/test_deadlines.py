@@ -183,8 +183,8 @@ def test_a_deadline_is_put_off_while_the_participants_queue_holds_a_backlog_inst
     OutboxMessage.objects.update(published_at=timezone.now())
     asked = []
 
-    def backlog(message_type, message_id):
-        asked.append((message_type, message_id))
+    def backlog(message_type, message_id, busy_grace):
+        asked.append((message_type, message_id, busy_grace))
         return {"queue_backlog": 40}
 
     now = past_deadline(scenario, "authorize")
@@ -192,7 +192,7 @@ def test_a_deadline_is_put_off_while_the_participants_queue_holds_a_backlog_inst
 
     step = scenario.step("authorize")
     authorize = PLACE_ORDER.steps[1]
-    assert asked == [("payments.authorize", scenario.command.message_id)]
+    assert asked == [("payments.authorize", scenario.command.message_id, authorize.deadline)]
     assert (step.status, step.resends, step.deferrals) == ("running", 0, 1)
     assert step.deadline_at == now + timedelta(seconds=authorize.timeout(compensation=False))
     assert SagaEvent.objects.filter(kind="deferred", body__queue_backlog=40).count() == 1
@@ -210,10 +210,10 @@ def test_a_deadline_is_put_off_a_bounded_number_of_times_then_the_step_counts_as
     allowed = engine.max_deferrals(PLACE_ORDER.steps[1].timeout(compensation=False))
     assert allowed * PLACE_ORDER.steps[1].timeout(compensation=False) >= engine.DEFERRAL_BUDGET_SECONDS
     for _ in range(allowed):
-        engine.deadlines_sweep(now=past_deadline(scenario, "authorize"), backlog=lambda message_type, message_id: {"queue_backlog": 1})
+        engine.deadlines_sweep(now=past_deadline(scenario, "authorize"), backlog=lambda message_type, message_id, busy_grace: {"queue_backlog": 1})
     assert scenario.step("authorize").deferrals == allowed
 
-    engine.deadlines_sweep(now=past_deadline(scenario, "authorize"), backlog=lambda message_type, message_id: {"queue_backlog": 1})
+    engine.deadlines_sweep(now=past_deadline(scenario, "authorize"), backlog=lambda message_type, message_id, busy_grace: {"queue_backlog": 1})
 
     assert (scenario.step("authorize").resends, scenario.step("authorize").deferrals) == (1, allowed)
 
@@ -224,12 +224,12 @@ def test_a_new_attempt_starts_with_no_deferrals_and_a_due_retry_is_never_put_off
         .succeed("inventory.reserve", "payments.authorize", "shipping.create", "payments.capture")
         .expect_command("notifications.send")
     )
-    engine.deadlines_sweep(now=past_deadline(scenario, "notify"), backlog=lambda message_type, message_id: {"participant": "retrying"})
+    engine.deadlines_sweep(now=past_deadline(scenario, "notify"), backlog=lambda message_type, message_id, busy_grace: {"participant": "retrying"})
     assert scenario.step("notify").deferrals == 1
     scenario.reply_failure("smtp_down")
     assert scenario.step("notify").status == "retry_wait"
 
-    engine.deadlines_sweep(now=past_deadline(scenario, "notify"), backlog=lambda message_type, message_id: {"participant": "retrying"})
+    engine.deadlines_sweep(now=past_deadline(scenario, "notify"), backlog=lambda message_type, message_id, busy_grace: {"participant": "retrying"})
 
     scenario.expect_command("notifications.send", attempt=2)
     assert scenario.step("notify").deferrals == 0
