@@ -6,17 +6,15 @@ An event is acked after its deliveries are committed; one it cannot read goes to
 reason; with the database down it is put back. A message carrying a delivery's id as its
 correlation id is an operator's replay of that delivery's dead letter: it revives the delivery."""
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
 import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connection
-from kombu.mixins import ConsumerMixin
 
-from orderhub import events, topology
-from orderhub.deadletters.reasons import message_key, note_reason
+from orderhub import events
+from orderhub.subscriber import EventSubscriber
 from orderhub.webhooks import services
 
 log = structlog.get_logger(__name__)
@@ -65,51 +63,25 @@ class Sender(threading.Thread):
         return bool(due)
 
 
-class Fanout(ConsumerMixin):
+class Fanout(EventSubscriber):
+    queue = services.QUEUE
+
     def __init__(self, connection, sender: Sender):
-        self.connection = connection
+        super().__init__(connection)
         self.sender = sender
 
-    def get_consumers(self, Consumer, channel):
-        channel.basic_qos(prefetch_size=0, prefetch_count=20, a_global=False)
-        queue = topology.subscriber_queue(services.QUEUE, no_declare=True)
-        return [Consumer(queues=[queue], on_message=self.on_message, accept=None)]
-
-    def on_connection_revived(self):
-        topology.declare(self.connection)
-
-    def on_decode_error(self, message, exc):
-        self.dead_letter(message, f"cannot decode the message: {exc!r:.300}")
-
-    def dead_letter(self, message, why):
-        reason = f"malformed: {why}"
-        log.warning("event dead-lettered", reason=reason, message_id=message.properties.get("message_id"))
-        note_reason(message_key(headers=dict(message.headers or {}), properties=dict(message.properties or {}),
-                                body=message.body), reason)
-        message.reject(requeue=False)
-
-    def on_message(self, message):
+    def receive(self, message):
         replayed = (message.properties or {}).get("correlation_id")
-        try:
-            close_old_connections()
-            if replayed:
-                revived = services.delivery_revive(replayed)
-                log.info("dead webhook delivery replayed" if revived else "replay of no dead delivery ignored",
-                         delivery_id=str(replayed))
-            else:
-                try:
-                    event = events.decode(message.body, types=services.TYPES, reader="the webhooks")
-                except events.BadEvent as exc:
-                    self.dead_letter(message, str(exc))
-                    return
-                created = services.fan_out(event)
-                log.debug("webhook deliveries written", type=event["type"], id=event["id"], deliveries=created)
-        except (OperationalError, InterfaceError) as exc:
-            log.warning("webhooks database unavailable, event put back", error=repr(exc))
-            time.sleep(1)
-            message.requeue()
+        if replayed:
+            revived = services.delivery_revive(replayed)
+            log.info("dead webhook delivery replayed" if revived else "replay of no dead delivery ignored",
+                     delivery_id=str(replayed))
             return
-        message.ack()
+        event = events.decode(message.body, types=services.TYPES, reader="the webhooks")
+        created = services.fan_out(event)
+        log.debug("webhook deliveries written", type=event["type"], id=event["id"], deliveries=created)
+
+    def received(self):
         self.sender.wake.set()
 
 
