@@ -143,7 +143,7 @@ def main(argv=None):
                                           " sagas still running"]))
         results.append(("D2", f"each reply for a saga the restored databases do not know is dead-lettered with "
                               f"its reason ({len(unknown)})", problems))
-        results += chaos.check_invariants(survivors, initial, unknown)
+        results += chaos.check_invariants(survivors, initial, unknown, "unknown-saga replies")
 
         release = manage(env, "reconcile", "--release", check=False)
         after = manage(env, "reconcile", check=False)
@@ -157,7 +157,7 @@ def main(argv=None):
                               f"holds the provider will not void: {len(after.stdout.strip().splitlines()) - 1 - len(left)})",
                         left[:6]))
         # The stock and the money once reconcile has released what no saga owns.
-        again = {r[0]: r for r in chaos.check_invariants(survivors, initial, unknown)}
+        again = {r[0]: r for r in chaos.check_invariants(survivors, initial, unknown, "unknown-saga replies")}
         i3 = again["I3"]
         i3 = (i3[0], i3[1], [p for p in i3[2] if not any(ref in p for ref in broken)])
         results = [r for r in results if r[0] not in ("I2", "I3")] + [again["I2"], i3]

@@ -501,7 +501,7 @@ def archive_caught_up(env, placed, poison_keys):
     return expected_dead_letters(placed, poison_keys) <= archived and dead_letter_queues_empty(env)
 
 
-def check_invariants(placed, initial, poison_keys):
+def check_invariants(placed, initial, poison_keys, poison_label="malformed"):
     from django.db.models import Count, Sum
 
     from orderhub.deadletters.models import DeadLetter
@@ -605,7 +605,7 @@ def check_invariants(placed, initial, poison_keys):
     problems = []
     if archived != expected:
         problems.append(f"unexpected: {sorted(archived - expected)[:5]} missing: {sorted(expected - archived)[:5]}")
-    results.append(("I6", f"dead-letter archive = injected poison ({len(poison_keys)} malformed + "
+    results.append(("I6", f"dead-letter archive = injected poison ({len(poison_keys)} {poison_label} + "
                           f"{len(exhausted_voids)} exhausted voids and unrecorded unknowns)", problems))
     return results
 
