@@ -29,8 +29,10 @@ log = structlog.get_logger(__name__)
 
 LEASE_SECONDS = 6.0
 # How much longer than its delay a retried command may take to come back: RabbitMQ's delayed
-# delivery (dead-lettering between quorum queues) was measured up to 29 s late under chaos.
-RETRY_MARGIN_SECONDS = 30.0
+# delivery (dead-lettering between quorum queues) was measured up to 29 s late under chaos, so
+# twice that. The command is durable in RabbitMQ meanwhile; a margin too short makes a participant
+# working through its retries look silent.
+RETRY_MARGIN_SECONDS = 60.0
 # How long an answered command is known as answered (its reply is applied long before, or lost).
 ANSWERED_SECONDS = 60.0
 BUSY, RETRYING, ANSWERED = "busy", "retrying", "answered"
