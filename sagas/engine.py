@@ -643,8 +643,16 @@ def _on_deadline(saga, definition, step, now, backlog):
         return
     compensation = step.status == StepStatus.COMPENSATING
     timeout = timedelta(seconds=spec.timeout(compensation=compensation))
-    seen = backlog(spec.compensate if compensation else spec.command, str(step.message_id),
-                   busy_grace=spec.deadline) or {}
+    if OutboxMessage.objects.filter(id=step.message_id, published_at__isnull=True).exists():
+        # Our own backlog: the command is still in the outbox (the process that wrote it died
+        # before publishing it, and the relay has not come round yet). The participant has not
+        # had it, so it cannot be silent: publish it now and give it its time.
+        seen = {"unpublished": True}
+        message_id = step.message_id
+        transaction.on_commit(lambda: outbox.publish_after_commit([message_id]), robust=True)
+    else:
+        seen = backlog(spec.compensate if compensation else spec.command, str(step.message_id),
+                       busy_grace=spec.deadline) or {}
     waiting = not seen.get("stands") and seen
     if waiting and step.deferrals < max_deferrals(timeout.total_seconds()):
         step.deferrals += 1

@@ -17,7 +17,7 @@ from orderhub.orders.models import Order, Product
 from sagas import engine
 from sagas.definitions import PLACE_ORDER
 from sagas.models import OutboxMessage, SagaInstance
-from tests.unit.sagas.saga_harness import given, place_order_context
+from tests.unit.sagas.saga_harness import given, place_order_context, sweep
 from workers import messaging
 from workers.inventory import handlers  # noqa: F401  (registers the inventory handlers)
 from workers.inventory.models import StockAdjustment, StockItem
@@ -43,7 +43,7 @@ def parked_order(status="compensation_failed"):
         for attempt in range(1, capture.max_attempts + 1):
             scenario.expect_command("payments.capture", attempt=attempt).reply_unknown("handler_error", "KeyError")
             if attempt < capture.max_attempts:
-                engine.deadlines_sweep(now=scenario.step("capture").deadline_at + timedelta(seconds=1))
+                sweep(now=scenario.step("capture").deadline_at + timedelta(seconds=1))
     scenario.expect_status(status)
     Order.objects.filter(id=order.id).update(saga_id=scenario.saga_id)
     order.refresh_from_db()
@@ -141,7 +141,7 @@ def test_a_late_success_does_not_reopen_a_resolved_saga():
     for _ in range(20):  # silence: its deadlines pass until the compensation is declared failed
         if scenario.saga.status == "compensation_failed":
             break
-        engine.deadlines_sweep(now=scenario.step("reserve_stock").deadline_at + timedelta(seconds=1))
+        sweep(now=scenario.step("reserve_stock").deadline_at + timedelta(seconds=1))
     assert scenario.saga.status == "compensation_failed"
     actions.resolve_saga(ADA, scenario.saga_id, "released by hand")
 

@@ -8,16 +8,31 @@
 
 Commands are read back from the outbox (the tests run inside a transaction that never commits, so
 nothing is published); replies are built from them and applied with `sagas.engine.reply_apply`.
+`sweep(now=...)` runs the deadline sweep once the relay has published what the outbox holds (a
+command still in the outbox is our backlog, never a participant's silence).
 """
 from __future__ import annotations
 
 import uuid
 
 from django.db import transaction
+from django.utils import timezone
 
 from contracts import Command, Reply
 from sagas import engine
 from sagas.models import FINAL_STATUSES, OutboxMessage, SagaInstance, SagaStep
+
+
+def relayed():
+    """Mark every command in the outbox published, as the relay does once the transaction that
+    wrote it commits (which a test's transaction never does)."""
+    OutboxMessage.objects.filter(published_at__isnull=True).update(published_at=timezone.now())
+
+
+def sweep(**kwargs) -> int:
+    """The deadline sweep, with every command written so far published."""
+    relayed()
+    return engine.deadlines_sweep(**kwargs)
 
 
 def place_order_context(**overrides) -> dict:
@@ -114,7 +129,7 @@ class SagaScenario:
         return self
 
     def _unseen_outbox_rows(self) -> list[OutboxMessage]:
-        rows = OutboxMessage.objects.commands().filter(saga_id=self.saga_id, published_at__isnull=True)
+        rows = OutboxMessage.objects.commands().filter(saga_id=self.saga_id)
         return [row for row in rows.order_by("-created_at") if str(row.id) not in self._seen_outbox_ids]
 
     def _new_outbox_row(self) -> OutboxMessage:

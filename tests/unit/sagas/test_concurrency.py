@@ -10,7 +10,7 @@ from contracts import Command
 from sagas import engine, outbox
 from sagas.definitions import PLACE_ORDER
 from sagas.models import OutboxMessage, SagaStep
-from tests.unit.sagas.saga_harness import place_order_context
+from tests.unit.sagas.saga_harness import place_order_context, relayed
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -86,6 +86,7 @@ def test_two_deadline_sweepers_resend_a_command_once(published):
     step = SagaStep.objects.get(saga=saga, name="reserve_stock")
     later = step.deadline_at + timedelta(milliseconds=1)
 
+    relayed()
     handled = run_together(lambda: engine.deadlines_sweep(now=later), count=3)
 
     assert sum(handled) == 1

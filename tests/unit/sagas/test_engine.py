@@ -12,7 +12,7 @@ from sagas import engine
 from sagas.definitions import PLACE_ORDER
 from sagas.engine import InvalidSagaDefinition, Saga, SagaNotCancellable, Step
 from sagas.models import OutboxMessage, SagaEvent
-from tests.unit.sagas.saga_harness import given, place_order_context
+from tests.unit.sagas.saga_harness import given, place_order_context, sweep
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -182,7 +182,7 @@ def test_late_reply_to_a_superseded_attempt_is_stale():
         .succeed(*BEFORE_CAPTURE, "payments.capture")
         .expect_command("notifications.send").reply_failure("mail_server_down")
     )
-    engine.deadlines_sweep(now=timezone.now() + timedelta(minutes=5))
+    sweep(now=timezone.now() + timedelta(minutes=5))
     scenario.expect_command("notifications.send", attempt=2)
     first_attempt = scenario.sent[-2]
     before = scenario.state()
@@ -214,9 +214,9 @@ def test_failed_notification_is_sent_again_after_a_backoff_instead_of_compensati
         .expect_status("running")
     )
     assert scenario.step("notify").status == "retry_wait"
-    assert engine.deadlines_sweep() == 0  # not due yet
+    assert sweep() == 0  # not due yet
 
-    engine.deadlines_sweep(now=timezone.now() + timedelta(minutes=5))
+    sweep(now=timezone.now() + timedelta(minutes=5))
 
     scenario.expect_command("notifications.send", attempt=2).expect_status("running")
     assert scenario.step("notify").attempts == 2

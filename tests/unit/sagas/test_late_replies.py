@@ -9,7 +9,7 @@ from contracts import Reply
 from sagas import engine
 from sagas.definitions import PLACE_ORDER
 from sagas.models import SagaEvent
-from tests.unit.sagas.saga_harness import given, place_order_context
+from tests.unit.sagas.saga_harness import given, place_order_context, sweep
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -24,7 +24,7 @@ def due(scenario, step):
 def silence(scenario, step, spec):
     """Let the awaited command go unanswered through all its resends."""
     for _ in range(spec.resends + 1):
-        engine.deadlines_sweep(now=due(scenario, step))
+        sweep(now=due(scenario, step))
 
 
 def events(scenario, kind):

@@ -7,7 +7,7 @@ from django.utils import timezone
 from sagas import engine
 from sagas.definitions import PLACE_ORDER
 from sagas.models import OutboxMessage, SagaInstance, SagaStep
-from tests.unit.sagas.saga_harness import given, place_order_context
+from tests.unit.sagas.saga_harness import given, place_order_context, sweep
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 
@@ -41,7 +41,7 @@ def test_an_unknown_capture_is_tried_again_and_never_compensated():
     )
     assert scenario.step("capture").status == "retry_wait"
 
-    engine.deadlines_sweep(now=due(scenario, "capture"))
+    sweep(now=due(scenario, "capture"))
 
     scenario.expect_command("payments.capture", attempt=2).reply_success()
     scenario.succeed("notifications.send").expect_status("completed")
@@ -54,7 +54,7 @@ def test_a_capture_that_never_succeeds_parks_the_saga_for_an_operator_who_resume
     for attempt in range(1, capture.max_attempts + 1):
         scenario.expect_command("payments.capture", attempt=attempt).reply_unknown("handler_error", "KeyError")
         if attempt < capture.max_attempts:
-            engine.deadlines_sweep(now=due(scenario, "capture"))
+            sweep(now=due(scenario, "capture"))
 
     scenario.expect_status("stuck", failure_reason="forward_step_stuck")
     step = scenario.step("capture")
@@ -75,7 +75,7 @@ def test_a_silent_capture_is_resent_up_to_its_cap_then_parked():
     for _ in range(200):
         if scenario.saga.status != "running":
             break
-        engine.deadlines_sweep(now=due(scenario, "capture"))
+        sweep(now=due(scenario, "capture"))
     saga = scenario.saga
     assert (saga.status, saga.failure_reason) == ("stuck", "forward_step_stuck")
     assert scenario.step("capture").attempts == capture.max_attempts
@@ -89,7 +89,7 @@ def test_a_failing_notification_is_parked_after_its_cap():
     for attempt in range(1, notify.max_attempts + 1):
         scenario.expect_command("notifications.send", attempt=attempt).reply_failure("mail_server_down")
         if attempt < notify.max_attempts:
-            engine.deadlines_sweep(now=due(scenario, "notify"))
+            sweep(now=due(scenario, "notify"))
     scenario.expect_status("stuck", failure_reason="forward_step_stuck")
 
 
@@ -124,7 +124,7 @@ def test_the_deadline_sweep_carries_on_past_a_saga_it_cannot_handle():
         deadline_at=timezone.now() - timedelta(minutes=5))
     now = due(healthy, "reserve_stock")
 
-    assert engine.deadlines_sweep(now=now) == 1
+    assert sweep(now=now) == 1
 
     assert healthy.step("reserve_stock").resends == 1
     step = broken.step("reserve_stock")
