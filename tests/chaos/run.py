@@ -85,6 +85,9 @@ def free_port():
         return sock.getsockname()[1]
 
 
+HEALTH_TOKEN = "chaos-health-token"  # the harness reads /health/'s checks when the api is not up
+
+
 def chaos_env():
     broker = os.environ.get("ORDERHUB_CHAOS_BROKER_URL", f"amqp://guest:guest@127.0.0.1:5672/{VHOST}")
     return os.environ | {
@@ -99,6 +102,7 @@ def chaos_env():
         "ORDERHUB_THROTTLE_RATE": "1000000/min",
         "ORDERHUB_API_BIND": f"127.0.0.1:{free_port()}",
         "ORDERHUB_API_WORKERS": "2",
+        "ORDERHUB_HEALTH_TOKEN": HEALTH_TOKEN,
         "ORDERHUB_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }
@@ -110,8 +114,13 @@ def say(message):
 
 # --- the world --------------------------------------------------------------------------------
 def reset_world(env):
-    """Fresh vhost (through RabbitMQ's management API), fresh databases."""
+    """Fresh vhost (through RabbitMQ's management API), fresh databases, fresh Redis (an earlier
+    run's circuit, leases and beat lease are not this run's)."""
+    import redis
+
     from orderhub import rabbitmq_api
+
+    redis.Redis.from_url(env["ORDERHUB_REDIS_URL"], socket_timeout=10).flushdb()
 
     rabbitmq_api.request("DELETE", f"vhosts/{VHOST}", timeout=30)
     rabbitmq_api.request("PUT", f"vhosts/{VHOST}", timeout=30).raise_for_status()
@@ -269,6 +278,18 @@ def api_healthy(client):
         return client.session.get(client.base + "/health/", timeout=5).status_code == 200
     except requests.RequestException:
         return False
+
+
+def why_the_api_is_down(client, cluster):
+    """What /health/ says (its checks, with the harness's token) and the api's last log lines."""
+    try:
+        answer = requests.get(client.base + "/health/", headers={"Authorization": f"Bearer {HEALTH_TOKEN}"},
+                              timeout=10)
+        say(f"/health/ {answer.status_code}: {answer.text[:2000]}")
+    except requests.RequestException as exc:
+        say(f"/health/ unreachable: {exc!r}")
+    for log in sorted(cluster.log_dir.glob("api-*.log")):
+        say(f"{log.name}, last lines:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:]))
 
 
 # --- the chaos --------------------------------------------------------------------------------
@@ -731,6 +752,7 @@ def main(argv=None):
     try:
         client = Client(f"http://{env['ORDERHUB_API_BIND']}", token)
         if not wait_until(lambda: api_healthy(client), 60, "the api"):
+            why_the_api_is_down(client, cluster)
             return 2
         monkey.start()
         placing_started = time.monotonic()

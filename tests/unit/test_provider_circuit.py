@@ -244,3 +244,74 @@ def test_one_charge_that_always_times_out_still_ends_unknown(fresh_circuit, monk
     provider.outage(False)
     what, reply = give_up_or_hold(monkeypatch, provider.ProviderTimeout("lost"), SPENT)
     assert what == "answered" and reply.reason == "retries_exhausted"
+
+
+def open_with(*timeouts):
+    """Open the (3-charge) circuit on an outage, `timeouts` (callables) among its calls."""
+    provider.outage(True)
+    try:
+        with pytest.raises(circuit.ProviderUnavailable):
+            for call in (*timeouts, authorize, authorize, authorize):
+                try:
+                    call()
+                except provider.ProviderTimeout:
+                    continue
+    finally:
+        provider.outage(False)
+    assert circuit.state() == "open"
+
+
+def test_a_charge_that_keeps_timing_out_leaves_the_trial_to_another(fresh_circuit, monkeypatch):
+    """What chaos found (seed 553667656): the circuit opened at the end of a run, and the trial was
+    always tok_void_broken's void, whose every call times out. Each trial opened it again, and the
+    void itself was held for the circuit rather than spending its tries: an hour of a saga
+    compensating, and every other payment held with it. A charge whose last call timed out is not
+    the trial while another can be; failing on its own account, it leaves the circuit as it is."""
+    monkeypatch.setattr(circuit, "TRIAL_GRACE_SECONDS", 1.5)
+    broken = provider.authorize(token="tok_void_broken", amount=Decimal("5.00"), idempotency_key=f"vb-{uuid.uuid4()}")
+    open_with(lambda: provider.void(ref=broken.ref))
+    time.sleep(2.1)
+    assert circuit.state() == "half-open"
+
+    with pytest.raises(circuit.ProviderUnavailable) as waited:  # the trial is left to another charge
+        provider.void(ref=broken.ref)
+    assert 0.0 < waited.value.retry_after <= 2.5
+    assert circuit.state() == "half-open"
+
+    time.sleep(1.5)  # nobody else came: it is called on its own account, and its timeout is its own
+    with pytest.raises(provider.ProviderTimeout) as failed:
+        provider.void(ref=broken.ref)
+    assert failed.value.own_failure and circuit.state() == "half-open"
+    for _ in range(3):  # the circuit did not open again for it: it did not count
+        with pytest.raises(provider.ProviderTimeout):
+            provider.void(ref=broken.ref)
+    assert circuit.state() == "half-open"
+
+    assert authorize().approved  # a charge with no failures makes the trial, and closes it
+    assert circuit.state() == "closed"
+
+
+def test_a_failing_charge_that_goes_through_on_its_own_account_closes_the_circuit(fresh_circuit, monkeypatch):
+    monkeypatch.setattr(circuit, "TRIAL_GRACE_SECONDS", 0.5)
+    key = f"late-{uuid.uuid4()}"
+
+    def retried():
+        return provider.authorize(token="tok_ok", amount=Decimal("5.00"), idempotency_key=key)
+
+    open_with(retried)
+    time.sleep(2.6)  # past the reset timeout and the grace
+    assert retried().approved  # the provider is back: this charge is the proof
+    assert circuit.state() == "closed"
+    assert not circuit._failing(key)
+
+
+def test_a_command_whose_own_call_failed_on_its_own_account_is_not_held(fresh_circuit, monkeypatch):
+    """Its tries spent, a charge that failed on its own account ends (unknown, or a compensation
+    dead-lettered for an operator) rather than waiting for a circuit its own failures say nothing of."""
+    open_with()
+    timeout = provider.ProviderTimeout("the provider cannot void right now (tok_void_broken)")
+    what, *_ = give_up_or_hold(monkeypatch, timeout, SPENT)
+    assert what == "held"  # any other timeout, with the circuit open: held until the trial
+    timeout.own_failure = True
+    what, reply = give_up_or_hold(monkeypatch, timeout, SPENT)
+    assert what == "answered" and reply.reason == "retries_exhausted"

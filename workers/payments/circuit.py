@@ -6,15 +6,23 @@ timeouts: when, over the last PROVIDER_CIRCUIT_WINDOW_SECONDS, at least PROVIDER
 distinct charges (an authorization's idempotency key, a capture's or void's charge) were called and
 at least PROVIDER_CIRCUIT_FAILURE_RATE of them timed out with no success since (so a few charges
 whose calls always fail, retried again and again, do not take the provider for down, among many
-that succeed nor on their own). Open, for
-PROVIDER_CIRCUIT_RESET_SECONDS every call fails at once with ProviderUnavailable, and the command
-is held by RabbitMQ until the circuit lets a trial through, instead of hammering a provider that is
-down. Held on a budget of its own (workers/messaging.py, DependencyUnavailable): an outage does
-not use up the step's retries, nor a compensation's. Then one call goes through (half-open): a success closes the circuit, a
-timeout opens it again. (pybreaker keeps the time it opened to the whole second, so an open
-period may be up to a second shorter.) Only the provider's timeouts count: its refusals are answers, and our own
-database's errors are ours. With Redis unreachable the circuit reads as closed (the provider is
-called, as without a breaker).
+that succeed nor on their own). Open, for PROVIDER_CIRCUIT_RESET_SECONDS every call fails at once
+with ProviderUnavailable, and the command is held by RabbitMQ until the circuit lets a trial
+through, instead of hammering a provider that is down. Held on a budget of its own
+(workers/messaging.py, DependencyUnavailable): an outage does not use up the step's retries, nor a
+compensation's. Then one call goes through (half-open): a success closes the circuit, a timeout
+opens it again. (pybreaker keeps the time it opened to the whole second, so an open period may be
+up to a second shorter.)
+
+The trial goes to a charge whose last call did not time out. One that keeps timing out on its own
+(a void the provider cannot do) would fail every trial and keep the circuit open for good, holding
+every other command with it; so it waits TRIAL_GRACE_SECONDS for another charge to make the trial,
+and is then called on its own account: its timeout is its own, spends its own tries and leaves the
+circuit as it is; its success closes it (_called_on_its_own_account).
+
+Only the provider's timeouts count: its refusals are answers, and our own database's errors are
+ours. With Redis unreachable the circuit reads as closed (the provider is called, as without a
+breaker).
 
 Its state is in /health/ and in the metrics (orderhub_circuit_state, orderhub_circuit_rejected_total).
 PROVIDER_CIRCUIT_MIN_CALLS=0 turns it off."""
@@ -73,24 +81,28 @@ class FailureRate(pybreaker.CircuitBreakerListener):
 
     def _count(self, outcome: str) -> tuple[int, int]:
         """Add this call (outcome "failed" or "ok"); return (charges called, charges failing) in the window."""
-        subject = _subject.get() or f"call:{random.random()}"  # a call with no charge counts on its own
+        charge = _subject.get()
+        subject = charge or f"call:{random.random()}"  # a call with no charge counts on its own
         now, ttl = int(time.time()), int(settings.PROVIDER_CIRCUIT_WINDOW_SECONDS) + 2
         pipe = _redis().pipeline()
         for kind in ("called", outcome):
             key = f"orderhub:{NAME}:{kind}:{now}"
             pipe.sadd(key, subject)
             pipe.expire(key, ttl)
-        for kind in self.KINDS:
-            pipe.sunion(self._keys(kind, now))
-        *_, called, failed, ok = pipe.execute()
-        return len(called), len(failed - ok)
+        if charge and outcome == "failed":
+            pipe.set(_failing_key(charge), now, nx=True, ex=FAILING_MEMORY_SECONDS)
+        elif charge:
+            pipe.delete(_failing_key(charge))
+        return self._tally(pipe, now)
 
     def window(self) -> tuple[int, int]:
         """(charges called, charges failing) in the window now, counting nothing."""
-        pipe = _redis().pipeline()
+        return self._tally(_redis().pipeline(), int(time.time()))
+
+    def _tally(self, pipe, now) -> tuple[int, int]:
         for kind in self.KINDS:
-            pipe.sunion(self._keys(kind, int(time.time())))
-        called, failed, ok = pipe.execute()
+            pipe.sunion(self._keys(kind, now))
+        *_, called, failed, ok = pipe.execute()
         return len(called), len(failed - ok)
 
     def success(self, cb):
@@ -141,8 +153,12 @@ def guarded(call, *args, **kwargs):
     """`call(*args, **kwargs)` through the circuit (straight, while the breaker is off)."""
     if not _enabled():
         return call(*args, **kwargs)
-    token = _subject.set(str(kwargs.get("idempotency_key") or kwargs.get("ref") or "") or None)
+    charge = str(kwargs.get("idempotency_key") or kwargs.get("ref") or "") or None
+    token = _subject.set(charge)
     try:
+        due = _trial_due_for()
+        if due is not None and charge is not None and _failing(charge):
+            return _called_on_its_own_account(call, due, *args, **kwargs)
         return breaker().call(call, *args, **kwargs)
     except pybreaker.CircuitBreakerError as exc:
         REJECTED.labels(NAME).inc()
@@ -150,6 +166,53 @@ def guarded(call, *args, **kwargs):
             from None
     finally:
         _subject.reset(token)
+
+
+# How long a charge that has been timing out waits, once the open circuit's trial is due, for a
+# charge that has not to make the trial.
+TRIAL_GRACE_SECONDS = 5.0
+# How long a charge is remembered as timing out (a success forgets it at once).
+FAILING_MEMORY_SECONDS = 3 * 3600
+
+
+def _failing_key(charge: str) -> str:
+    return f"orderhub:{NAME}:failing:{charge}"
+
+
+def _failing(charge: str) -> bool:
+    """Whether this charge's last call to the provider timed out."""
+    try:
+        return bool(_redis().exists(_failing_key(charge)))
+    except redis.RedisError:
+        return False
+
+
+def _called_on_its_own_account(call, due: float, *args, **kwargs):
+    """The open circuit's trial is due, and this charge's last call timed out. Its failure now
+    would say nothing of the provider: a void the provider cannot do (tok_void_broken) fails
+    whether the provider is up or down, and as the trial it would open the circuit again and
+    again, holding every other command with it. So it leaves the trial to a charge with no
+    failures for TRIAL_GRACE_SECONDS; if none comes, it is called on its own account: a success
+    closes the circuit (the provider is back), a timeout is its own (it spends one of its own
+    tries, and is not held for the circuit once they are spent) and leaves the circuit as it is."""
+    from workers.payments.provider import ProviderTimeout
+
+    if due < TRIAL_GRACE_SECONDS:
+        REJECTED.labels(NAME).inc()
+        raise ProviderUnavailable(
+            "the payment provider's circuit is half-open: its trial is left to a charge that has not been timing out",
+            retry_after=TRIAL_GRACE_SECONDS - due + random.uniform(0, 1.0))
+    try:
+        result = call(*args, **kwargs)
+    except ProviderTimeout as exc:
+        exc.own_failure = True
+        raise
+    breaker().close()
+    try:
+        _redis().delete(_failing_key(_subject.get()))
+    except redis.RedisError:
+        pass
+    return result
 
 
 # Charges failing together, besides a rate, that make a charge whose own tries are spent wait for
@@ -168,8 +231,8 @@ def wait_for_the_circuit(exc, counts) -> ProviderUnavailable | None:
       the command on; still closed, the next try's timeout ends it, as it always did."""
     from workers.payments.provider import ProviderTimeout
 
-    if not _enabled() or not isinstance(exc, ProviderTimeout):
-        return None
+    if not _enabled() or not isinstance(exc, ProviderTimeout) or getattr(exc, "own_failure", False):
+        return None  # a charge called on its own account (above): its failure is its own
     try:
         current = state()
         if current in (pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN):
@@ -203,14 +266,26 @@ def state() -> str:
     payment comes."""
     if not _enabled():
         return "off"
-    storage = _storage()
-    current = storage.state
-    if current == pybreaker.STATE_OPEN:
-        opened = storage.opened_at
-        if opened is not None and (datetime.now(timezone.utc) - opened).total_seconds() >= \
-                settings.PROVIDER_CIRCUIT_RESET_SECONDS:
-            return pybreaker.STATE_HALF_OPEN
+    current = _storage().state
+    if current == pybreaker.STATE_OPEN and _trial_due_for() is not None:
+        return pybreaker.STATE_HALF_OPEN
     return current
+
+
+def _trial_due_for() -> float | None:
+    """Seconds since the circuit's trial fell due (open past its reset timeout, or half-open);
+    None while it is closed, or open within its reset timeout."""
+    try:
+        storage = _storage()
+        if storage.state == pybreaker.STATE_CLOSED:
+            return None
+        opened = storage.opened_at
+    except redis.RedisError:
+        return None
+    if opened is None:
+        return None
+    due = (datetime.now(timezone.utc) - opened).total_seconds() - settings.PROVIDER_CIRCUIT_RESET_SECONDS
+    return due if due >= 0 else None
 
 
 def reset():
