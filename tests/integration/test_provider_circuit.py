@@ -4,6 +4,8 @@ spared while the commands are held, /health/ says so, and once the provider is b
 closes the circuit: the held orders go on, every order ends, no hold is left open."""
 import signal
 import time
+import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,43 @@ def test_an_outage_opens_the_circuit_spares_the_provider_and_a_trial_closes_it(b
     after = wait_ended(place(client, sku=sku, token="tok_ok")["id"], timeout=30)
     assert after.status == "completed"
     assert Order.objects.get(id=after.id).failure_reason is None
+    assert circuit.state() == "closed"
+
+
+def test_a_void_that_always_times_out_does_not_keep_the_circuit_open(breaking_payments):
+    """What chaos found (seed 553667656): the circuit opened while tok_void_broken's void was being
+    retried, and the void, the only payment left, became every trial. Each trial timed out and
+    opened the circuit again, and the void was held for the circuit, never spending its own tries:
+    its saga compensated for up to an hour. Now it leaves the trial to another charge for a few
+    seconds, then fails on its own account: its tries run out, the order needs an operator as
+    any tok_void_broken order does, and the next charge's trial closes the circuit."""
+    sku = product(stock=20)
+    client = api_client()
+    broken = place(client, sku=sku, token="tok_void_broken")["id"]
+    charge = eventually(lambda: ProviderCharge.objects.filter(token="tok_void_broken").first(), timeout=30,
+                        message="the broken charge")
+    eventually(lambda: circuit._failing(charge.ref), timeout=30, message="its void to time out once")
+
+    provider.outage(True)  # two more charges time out: 3 of 3 failing, and the circuit opens
+    try:
+        for _ in range(3):
+            try:
+                provider.authorize(token="tok_ok", amount=Decimal("5.00"), idempotency_key=f"open-{uuid.uuid4()}")
+            except provider.ProviderTimeout:
+                continue
+            except circuit.ProviderUnavailable:
+                break
+    finally:
+        provider.outage(False)
+    assert circuit.state() == "open"
+    opened = time.monotonic()
+
+    order = wait_ended(broken, timeout=90)
+    assert order.status == "needs_attention", (order.status, order.failure_reason)
+    print(f"\nthe broken void's order needed an operator {time.monotonic() - opened:.1f} s after the circuit opened")
+    assert circuit.state() in ("half-open", "closed")  # nothing opened it again meanwhile
+    after = place(client, sku=sku, token="tok_ok")["id"]  # the provider is up: a trial closes it
+    assert wait_ended(after, timeout=60).status == "completed"
     assert circuit.state() == "closed"
 
 
