@@ -5,7 +5,8 @@ from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orderhub.settings")
 
-app = Celery("orderhub")
+# Remote control whose mailbox queues survive a broker node's loss (orderhub/control.py).
+app = Celery("orderhub", control="orderhub.control:Control")
 # Read lazily, on first use, so importing this module never needs Django to be set up.
 app.config_from_object("orderhub.celeryconfig")
 import orderhub.logs  # noqa: E402,F401  (binds saga and message ids to every log line)

@@ -26,7 +26,7 @@ import structlog
 from celery.worker.consumer import Consumer as CeleryConsumer
 from celery.worker.consumer.delayed_delivery import DelayedDelivery as CeleryDelayedDelivery
 from kombu import Connection
-from kombu.exceptions import ContentDisallowed, DecodeError
+from kombu.exceptions import ContentDisallowed, DecodeError, InconsistencyError
 from vine import promise
 
 from orderhub import counters, topology
@@ -148,6 +148,14 @@ class Consumer(CeleryConsumer):
         default_steps = [step if not step.endswith(":DelayedDelivery") else "orderhub.celery_consumer:DelayedDelivery"
                          for step in CeleryConsumer.Blueprint.default_steps]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # broker_channel_error_retry (celeryconfig) restarts the consumer on these as on a lost
+        # connection. kombu turns a mailbox queue the broker refuses to re-declare (405) into an
+        # InconsistencyError; orderhub/control.py names the queues so that it does not happen,
+        # and should it happen anyway it is one more restart, not the end of the worker.
+        self.channel_errors = (*self.channel_errors, InconsistencyError)
+
     def ensure_connected(self, conn):
         conn.ensure_connection = functools.partial(conn.ensure_connection, **RECONNECT)
         return super().ensure_connected(conn)
@@ -193,7 +201,7 @@ class Consumer(CeleryConsumer):
                     if problem:
                         return self.poison(message, problem)
                 return handler(message)
-            except self.connection_errors:
+            except (*self.connection_errors, *self.channel_errors):
                 raise  # the broker is gone: Celery reconnects, and the message comes back
             except Exception as exc:
                 # Celery would call this unrecoverable and stop the worker (see the module's doc).

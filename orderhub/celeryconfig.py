@@ -12,6 +12,10 @@ broker_url = settings.BROKER_URL
 broker_transport_options = {"confirm_publish": True}
 broker_connection_retry_on_startup = True
 broker_heartbeat = 30
+# A channel the broker closes (a quorum queue whose leader is still being elected after a node's
+# loss, a queue the cluster still holds for a dead connection) restarts the worker's consumer,
+# as a lost connection does, instead of stopping the worker (#broker-channel-error-retry).
+broker_channel_error_retry = True
 
 # JSON only: a pickle payload is refused by every consumer (#accept-content).
 task_serializer = "json"

@@ -2,15 +2,20 @@
 
 It builds its own world: databases `chaos_*`, the RabbitMQ vhost `orderhub_chaos`, Redis db 2; it
 starts the api, two orchestrators, two or more workers per domain, beat and the dead-letter
-archiver; places N orders with every sandbox token and address through the REST API (retrying
+archiver, each under scripts/respawn.py as `make run` starts them (a process that exits on its
+own is restarted, and the table counts it); places N orders with every sandbox token and address through the REST API (retrying
 with the same Idempotency-Key when a request fails), cancels some, publishes malformed messages
 onto domain queues, and meanwhile SIGKILLs a random worker or orchestrator every few seconds and
 restarts it, restarts RabbitMQ once and terminates every PostgreSQL backend once. Then it waits
 for quiet and checks the invariants I1-I6, prints a table, and exits 1 on any violation.
 
 With --rabbit-cluster (`make chaos-cluster`) the broker is a three-node RabbitMQ cluster of its own
-(tests/support/rabbit_cluster.py) and, instead of one restart, it SIGKILLs the node that leads
-payments.commands and later a second node, restarting each after --node-down seconds.
+(tests/support/rabbit_cluster.py) and, instead of one restart, it SIGKILLs every node in turn:
+first the one holding the orchestrators' exclusive mailbox queues, then the leader of
+saga.replies, then the last. After each kill it waits for the quorum queues' leaders to move off
+the node, restarts it after --node-down seconds, and kills the next only once it has rejoined and
+every quorum queue has caught up (a majority of replicas stays up). Any process that logs
+"Unrecoverable error" is a violation.
 
 Everything is on this machine (loopback only) and bounded: N orders, and a time limit.
 """
@@ -162,7 +167,9 @@ def seed(rng, hook_url=None):
 def start_cluster(env, args):
     from tests.support.cluster import WORKERS, Cluster
 
-    cluster = Cluster(env, ROOT / "var" / "chaos-logs")
+    # Every process under scripts/respawn.py, as `make run` starts them: one that exits on its
+    # own is started again, and counted (respawned()).
+    cluster = Cluster(env, ROOT / "var" / "chaos-logs", respawn=True)
     for log in cluster.log_dir.glob("*.log"):
         log.unlink()
     victims = []
@@ -310,8 +317,7 @@ class Monkey(threading.Thread):
         planned = args.orders / args.rate
         self.timers = []
         if args.rabbit_cluster:
-            second_at = time.monotonic() + planned * 0.65
-            self.timers.append(threading.Timer(planned * 0.3, self._kill_two_nodes, (second_at,)))
+            self.timers.append(threading.Timer(planned * 0.3, self._kill_every_node))
         if not args.no_broker_restart:
             self.timers.append(threading.Timer(planned * 0.3, self._once, ("broker_restarted", restart_broker)))
         if not args.no_db_terminate:
@@ -320,35 +326,78 @@ class Monkey(threading.Thread):
             outage = lambda: payments_database_outage(args.payments_db_outage)  # noqa: E731
             self.timers.append(threading.Timer(planned * 0.45, self._once, ("payments_outage", outage)))
 
-    def _kill_two_nodes(self, second_at):
-        """The leader of payments.commands, then (once it is back and the cluster whole again, so a
-        majority of every queue's replicas stays up) another node."""
-        self._kill_node("payments.commands")
-        time.sleep(max(10.0, second_at - time.monotonic()))
-        self._kill_node("saga.replies")
-
-    def _kill_node(self, queue):
-        """SIGKILL the node leading `queue` (another node if that one was the last victim), keep it
-        down for --node-down seconds, start it again."""
+    def _kill_every_node(self):
+        """Each node of the cluster in turn, each once: first the node holding the orchestrators'
+        exclusive mailbox queues (their connections are on it), then the leader of saga.replies,
+        then the rest; each time, what the node is at that moment (the processes move with every
+        kill). The next kill waits until the node before is back, has rejoined and every quorum
+        queue has caught up on it, so a majority of every queue's replicas is always up."""
         from tests.support import rabbit_cluster
 
+        left = list(range(1, rabbit_cluster.NODES + 1))
+        while left:
+            try:
+                node, why = self._next_node(left)
+            except Exception as exc:  # the management API did not answer: any node left
+                node, why = left[0], f"a node not yet killed (its roles unknown: {exc!r:.100})"
+            left.remove(node)
+            self._kill_node(node, why)
+
+    def _next_node(self, left):
+        """The node to kill next, of `left`, and what it is: the orchestrators' mailbox node, then
+        saga.replies's leader, then any."""
+        from tests.support import rabbit_cluster
+
+        queues = rabbit_cluster.queues(VHOST)
+        mailboxes = sorted({rabbit_cluster.node_index(q["node"]) for q in queues
+                            if q["name"].startswith("orchestrator-") and ".celery.pidbox" in q["name"]})
+        leads = defaultdict(list)
+        for queue in queues:
+            if queue.get("type") == "quorum" and queue.get("leader"):
+                leads[rabbit_cluster.node_index(queue["leader"])].append(queue["name"])
+
+        def roles(node):
+            found = []
+            if node in mailboxes:
+                found.append("holds the orchestrators' mailboxes")
+            if "saga.replies" in leads[node]:
+                found.append("saga.replies's leader")
+            if "payments.commands" in leads[node]:
+                found.append("payments.commands's leader")
+            return ", ".join(found) or f"leads {len(leads[node])} quorum queues"
+
+        for wanted in ("holds the orchestrators' mailboxes", "saga.replies's leader"):
+            for node in left:
+                if wanted in roles(node):
+                    return node, roles(node)
+        return left[0], roles(left[0])
+
+    def _kill_node(self, node, why):
+        """SIGKILL `node`, wait for the quorum queues' leaders to move off it, keep it down for
+        --node-down seconds, start it again and wait until it has rejoined and caught up."""
+        from tests.support import rabbit_cluster
+
+        name = rabbit_cluster.node_name(node)
         try:
-            node = rabbit_cluster.leader_of(queue, VHOST)
-            if self.node_kills and self.node_kills[-1][0] == node:
-                node = self.rng.choice([i for i in range(1, rabbit_cluster.NODES + 1) if i != node])
-                why = f"a node other than the last victim ({queue}'s leader was it)"
-            else:
-                why = f"{queue}'s leader"
-            say(f"SIGKILL RabbitMQ node {rabbit_cluster.node_name(node)}: {why}")
+            say(f"SIGKILL RabbitMQ node {name}: {why}")
             killed_at = time.time()
             rabbit_cluster.kill(node)
-            time.sleep(self.args.node_down)
+            moved = wait_until(lambda: rabbit_cluster.leaders_settled(VHOST, down=(node,)), self.args.node_down + 30,
+                               f"the quorum leaders to move off {name}")
+            moved_after = time.time() - killed_at
+            time.sleep(max(0.0, killed_at + self.args.node_down - time.time()))
             rabbit_cluster.restart(node)
-            say(f"RabbitMQ node {rabbit_cluster.node_name(node)} is back after {time.time() - killed_at:.0f}s")
-            self.node_kills.append((node, killed_at, f"{rabbit_cluster.node_name(node)} ({why}), down "
-                                                     f"{time.time() - killed_at:.0f}s"))
+            rejoined = wait_until(lambda: len(rabbit_cluster.cluster_members()) == rabbit_cluster.NODES
+                                  and rabbit_cluster.leaders_settled(VHOST), 120, f"{name} to rejoin and catch up")
+            back = time.time() - killed_at
+            say(f"RabbitMQ node {name} is back after {back:.0f}s")
+            self.node_kills.append((node, killed_at, f"{name} ({why}), leaders moved "
+                                                     f"{f'after {moved_after:.1f}s' if moved else 'NOT'}, "
+                                                     f"rejoined {f'after {back:.0f}s' if rejoined else 'NOT'}"))
+            if not (moved and rejoined):
+                self.errors.append(f"node kill {name}: leaders moved {moved}, rejoined {rejoined}")
         except Exception as exc:  # report it in the table rather than crash the run
-            self.errors.append(f"node kill: {exc!r}")
+            self.errors.append(f"node kill {name}: {exc!r}")
 
     def _once(self, attribute, fault):
         try:
@@ -789,8 +838,12 @@ def main(argv=None):
         results.append(webhooks_delivered(receiver, placed))
         if not quiet:
             results.append(("--", "the run settled within its time limit", ["did not settle"]))
-        if rabbit and len(monkey.node_kills) != 2:
-            results.append(("--", "two RabbitMQ nodes were killed and restarted",
+        unrecoverable = cluster.log_lines("Unrecoverable error")
+        results.append(("--", "no process gave up on a broker or database event (\"Unrecoverable error\")",
+                        [f"{name}: {line.strip()[:300]}" for name, line in unrecoverable]))
+        respawned = [name for name, line in cluster.log_lines("respawn: ") if " exited with code " in line]
+        if rabbit and len(monkey.node_kills) != rabbit.NODES:
+            results.append(("--", f"each of the {rabbit.NODES} RabbitMQ nodes was killed and restarted",
                             [f"{len(monkey.node_kills)} were", *monkey.errors[:3]]))
 
         outcomes = Counter(Order.objects.filter(id__in=list(placed)).values_list("status", flat=True))
@@ -803,10 +856,11 @@ def main(argv=None):
             ("placing took", f"{placing_took:.0f}s"),
             ("whole run took", f"{time.monotonic() - run_started:.0f}s"),
             ("SIGKILLs", f"{sum(monkey.kills.values())} {dict(monkey.kills)}"),
+            ("exited, restarted (respawn)", f"{len(respawned)} {dict(Counter(respawned))}"),
             *([("RabbitMQ restart", monkey.broker_restarted)] if not rabbit else []),
             *[(f"RabbitMQ node kill {n}", f"{what}; {pause_text(longest_pause_after(at, placing_ended))}")
               for n, (_, at, what) in enumerate(monkey.node_kills, 1)],
-            *([("RabbitMQ node kills", f"{len(monkey.node_kills)} of 2")] if rabbit else []),
+            *([("RabbitMQ node kills", f"{len(monkey.node_kills)} of {rabbit.NODES}")] if rabbit else []),
             ("PostgreSQL backends", monkey.db_terminated),
             ("payments DB outage", monkey.payments_outage),
             ("poison injected", f"{len(injected)} ({len({q for q, _ in injected})} queues)"),

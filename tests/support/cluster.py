@@ -17,10 +17,18 @@ WORKERS = {
 }
 
 
+RESPAWN = [sys.executable, str(ROOT / "scripts" / "respawn.py")]
+
+
 class Cluster:
-    def __init__(self, env, log_dir: Path):
+    """`respawn`: each process runs under scripts/respawn.py, as the Procfile runs it (a kill
+    here SIGKILLs the wrapper's whole process group, so the harness's own restarts are not the
+    wrapper's)."""
+
+    def __init__(self, env, log_dir: Path, *, respawn=False):
         self.env = env
         self.log_dir = log_dir
+        self.respawn = respawn
         self.procs: dict[str, subprocess.Popen] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -44,11 +52,19 @@ class Cluster:
     def start(self, name, *, index=1) -> str:
         key = f"{name}-{index}"
         log = open(self.log_dir / f"{key}.log", "ab")
+        command = self.command(name, key)
+        if self.respawn:
+            command = [*RESPAWN, key, "--", *command]
         self.procs[key] = subprocess.Popen(
-            self.command(name, key), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return key
+
+    def log_lines(self, marker):
+        """Every line of every log here that starts with or holds `marker`, as (log name, line)."""
+        return [(log.stem, line) for log in sorted(self.log_dir.glob("*.log"))
+                for line in log.read_text(errors="replace").splitlines() if marker in line]
 
     def worker_names(self, keys):
         return {f"{key}@{os.uname().nodename}" for key in keys if key.rsplit("-", 1)[0] in WORKERS}

@@ -223,10 +223,37 @@ def management_get(path, nodes=range(1, NODES + 1)):
     raise RuntimeError(f"no node's management API answered: {error!r}")
 
 
+def node_index(name):
+    """ohr2@localhost -> 2."""
+    return int(name.split("@")[0].removeprefix("ohr"))
+
+
 def leader_of(queue, vhost):
     """The index of the node leading a quorum queue."""
     info = management_get(f"queues/{quote(vhost, safe='')}/{quote(queue, safe='')}")
-    return int(info["leader"].split("@")[0].removeprefix("ohr"))
+    return node_index(info["leader"])
+
+
+def queues(vhost):
+    """Every queue of `vhost` with its node (a classic queue's home, a quorum queue's leader), and
+    a quorum queue's members and the members online."""
+    return management_get(f"queues/{quote(vhost, safe='')}?columns=name,type,node,leader,members,online")
+
+
+def leaders_settled(vhost, down=()):
+    """True when every quorum queue of `vhost` has a leader on a node not in `down`, and every
+    member that is not down is online: the queues have moved off the dead node, or caught up
+    after it came back."""
+    for queue in queues(vhost):
+        if queue.get("type") != "quorum":
+            continue
+        leader = queue.get("leader")
+        if not leader or node_index(leader) in down or leader not in (queue.get("online") or []):
+            return False
+        expected = {member for member in queue.get("members") or [] if node_index(member) not in down}
+        if not expected <= set(queue.get("online") or []):
+            return False
+    return True
 
 
 def main(argv=None):

@@ -15,7 +15,10 @@ def _procfile():
         if not line or line.startswith("#"):
             continue
         name, _, command = line.partition(":")
-        processes[name.strip()] = shlex.split(command)
+        argv = shlex.split(command)
+        # Every line runs under scripts/respawn.py, named after its process (README, Processes).
+        assert argv[:4] == ["python", "scripts/respawn.py", name.strip(), "--"], line
+        processes[name.strip()] = argv[4:]
     return processes
 
 
@@ -54,6 +57,11 @@ def test_the_procfile_is_what_we_think_it_is():
 
 def test_every_procfile_process_has_a_compose_service_of_the_same_name():
     assert set(PROCFILE) <= set(SERVICES), sorted(set(PROCFILE) - set(SERVICES))
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_a_process_that_exits_is_restarted_under_compose_as_under_make_run(name):
+    assert SERVICES[name]["restart"] == "unless-stopped", name
 
 
 @pytest.mark.parametrize("name", WORKERS)
