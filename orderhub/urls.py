@@ -13,7 +13,7 @@ urlpatterns = [
     path("api/", include("orderhub.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name="api/redoc.html"), name="redoc"),
     path("health/", health, name="health"),
     path("health/ready/", health, name="health-ready"),
     path("health/live/", live, name="health-live"),
