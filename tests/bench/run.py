@@ -1,13 +1,17 @@
 """`make bench`: OrderHub's saga path measured beside a plain Celery chain, in the same run.
 
-It builds its own world (databases `bench_*`, vhosts `orderhub_bench` and `orderhub_bench_chain`,
-Redis db 3), starts the processes as `make run` does (its Procfile's commands and defaults), and:
+It builds its own world (databases `bench_*`, vhosts `orderhub_bench`, `orderhub_bench_chain` and
+`orderhub_bench_guarded`, Redis db 3), starts the processes as `make run` does (its Procfile's commands and defaults), and:
 
 - places orders one at a time (a lone saga's latency), then a burst at full speed through the
   service the API calls (`order_place`), then a burst through the REST API;
-- runs the same three loads on the baseline chain (tests/bench/chain.py);
-- prints sagas/s, accepted->completed latency p50/p95/p99, messages and database commits per saga,
-  CPU ms per saga by process, peak RSS per process, and OrderHub's figures as ratios to the chain's;
+- runs the lone and burst loads on two baseline chains (tests/bench/chain.py): a plain Celery chain,
+  and a guarded one (quorum queues, persistent messages, publisher confirms, acks_late with
+  reject-on-worker-lost, an inbox row per step);
+- prints sagas/s, accepted->completed latency p50/p95/p99, messages per saga, database commits per
+  saga (all, writing ones counted by xids, and WAL fsyncs), CPU ms per saga by process (PostgreSQL,
+  RabbitMQ, Redis and this load generator included), peak RSS per process, and OrderHub's figures as
+  ratios to each chain's;
 - then restarts OrderHub with OpenTelemetry tracing on (OTLP to a receiver in the bench process) and
   repeats the REST API loads, printing what tracing costs beside the same loads with it off
   (`--no-tracing` skips this pass);
@@ -29,7 +33,10 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
-VHOST, CHAIN_VHOST, DB_PREFIX = "orderhub_bench", "orderhub_bench_chain", "bench_"
+VHOST, DB_PREFIX = "orderhub_bench", "bench_"
+# The two baselines (tests/bench/chain.py), each with its own vhost and database.
+CHAINS = {"plain": {"vhost": "orderhub_bench_chain", "db": DB_PREFIX + "chain", "guarded": False},
+          "guarded": {"vhost": "orderhub_bench_guarded", "db": DB_PREFIX + "guarded", "guarded": True}}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROCESSES = ["orchestrator", "inventory", "payments", "shipping", "notifications", "beat", "deadletters", "projections",
              "webhooks", "api"]
@@ -69,11 +76,12 @@ def bench_env(rabbit_cluster=None):
     """The bench's environment; with `rabbit_cluster` (tests/support/rabbit_cluster.py, started),
     every process connects to its three nodes."""
     base = "amqp://guest:guest@127.0.0.1:5672/"
-    brokers = {"ORDERHUB_BROKER_URL": base + VHOST, "BENCH_CHAIN_BROKER_URL": base + CHAIN_VHOST}
+    url = rabbit_cluster.broker_url if rabbit_cluster else (lambda vhost: base + vhost)
+    brokers = {"ORDERHUB_BROKER_URL": url(VHOST)}
+    for kind, spec in CHAINS.items():
+        spec["broker"], spec["dsn"] = url(spec["vhost"]), f"dbname={spec['db']} host=127.0.0.1 user=postgres"
     if rabbit_cluster:
-        brokers = {"ORDERHUB_BROKER_URL": rabbit_cluster.broker_url(VHOST),
-                   "BENCH_CHAIN_BROKER_URL": rabbit_cluster.broker_url(CHAIN_VHOST),
-                   "ORDERHUB_RABBITMQ_MANAGEMENT_URL": rabbit_cluster.management_url()}
+        brokers["ORDERHUB_RABBITMQ_MANAGEMENT_URL"] = rabbit_cluster.management_url()
     return os.environ | brokers | {
         "DJANGO_SETTINGS_MODULE": "orderhub.settings",
         "ORDERHUB_DB_PREFIX": DB_PREFIX,
@@ -81,7 +89,6 @@ def bench_env(rabbit_cluster=None):
         "ORDERHUB_THROTTLE_RATE": "1000000/min",
         "ORDERHUB_API_BIND": f"127.0.0.1:{free_port()}",
         "ORDERHUB_API_WORKERS": "2",
-        "BENCH_CHAIN_DSN": f"dbname={DB_PREFIX}chain host=127.0.0.1 user=postgres",
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -96,7 +103,7 @@ def management():
 def reset_world(env):
     import psycopg2
 
-    for vhost in (VHOST, CHAIN_VHOST):
+    for vhost in [VHOST] + [spec["vhost"] for spec in CHAINS.values()]:
         requests.delete(f"{management()}/vhosts/{vhost}", timeout=30)
         requests.put(f"{management()}/vhosts/{vhost}", timeout=30).raise_for_status()
         requests.put(f"{management()}/permissions/{vhost}/guest",
@@ -109,16 +116,18 @@ def reset_world(env):
     admin = psycopg2.connect(dbname="postgres", host="127.0.0.1", user="postgres")
     admin.autocommit = True
     with admin.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_PREFIX + "chain"])
-        if not cursor.fetchone():
-            cursor.execute(f'CREATE DATABASE "{DB_PREFIX}chain"')
+        for spec in CHAINS.values():
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [spec["db"]])
+            if not cursor.fetchone():
+                cursor.execute(f'CREATE DATABASE "{spec["db"]}"')
     admin.close()
     from tests.bench import chain
 
-    chain_db = psycopg2.connect(env["BENCH_CHAIN_DSN"])
-    with chain_db, chain_db.cursor() as cursor:
-        cursor.execute(chain.SCHEMA)
-    chain_db.close()
+    for spec in CHAINS.values():
+        chain_db = psycopg2.connect(spec["dsn"])
+        with chain_db, chain_db.cursor() as cursor:
+            cursor.execute(chain.SCHEMA)
+        chain_db.close()
 
 
 def seed():
@@ -149,13 +158,25 @@ def start_orderhub(env, concurrency=DEFAULT_CONCURRENCY):
     return cluster
 
 
-def start_chain_worker(env, log_dir):
-    log = open(log_dir / "chain-worker.log", "ab")
+def start_chain_worker(env, log_dir, kind):
+    spec = CHAINS[kind]
+    log = open(log_dir / f"chain-{kind}-worker.log", "ab")
+    env = env | {"BENCH_CHAIN_BROKER_URL": spec["broker"], "BENCH_CHAIN_DSN": spec["dsn"],
+                 "BENCH_CHAIN_GUARDED": "1" if spec["guarded"] else "0"}
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.bench.chain", "worker", "-P", "prefork", "-c", "2",
-         "--prefetch-multiplier", "1", "-n", "bench-chain@%h", "--without-gossip", "--without-mingle", "-l",
+         "--prefetch-multiplier", "1", "-n", f"bench-{kind}@%h", "--without-gossip", "--without-mingle", "-l",
          "WARNING"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
+
+
+def chain_app(kind):
+    from tests.bench import chain
+
+    spec = CHAINS[kind]
+    if "app" not in spec:
+        spec["app"] = chain.make_app(spec["guarded"], spec["broker"], spec["dsn"])
+    return spec["app"]
 
 
 # --- counters ---------------------------------------------------------------------------------
@@ -218,6 +239,8 @@ def process_groups(processes):
     groups = {name: tree(pid) for name, pid in processes.items()}
     groups["postgres"] = pids_named("postgres")
     groups["rabbitmq"] = pids_named("beam.smp", "erl_child_setup", "epmd")
+    groups["redis"] = pids_named("redis-server")
+    groups["load-generator"] = {os.getpid()}  # this process: the clients' threads, and its polling
     return groups
 
 
@@ -236,16 +259,23 @@ def snapshot(groups, vhost, databases):
         cursor.execute("SELECT coalesce(sum(xact_commit), 0) FROM pg_stat_database WHERE datname = ANY(%s)",
                        [list(databases)])
         commits = int(cursor.fetchone()[0])
+        # A transaction gets an xid only when it writes, so the xid counter counts writing commits
+        # (and aborts; server-wide, but only the bench runs); pg_stat_wal counts WAL fsyncs.
+        cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, wal_sync FROM pg_stat_wal")
+        xids, wal_syncs = cursor.fetchone()
     connection.close()
     # The postgres group's CPU is read afresh each time: backends come and go.
     cpu = {name: cpu_seconds(pids_named("postgres") if name == "postgres" else pids) for name, pids in groups.items()}
-    return {"published": stats.get("publish", 0), "commits": commits, "cpu": cpu}
+    return {"published": stats.get("publish", 0), "commits": commits, "xids": int(xids), "wal_syncs": int(wal_syncs),
+            "cpu": cpu}
 
 
 def per_saga(before, after, sagas):
     return {
         "messages_per_saga": round((after["published"] - before["published"]) / sagas, 1),
         "commits_per_saga": round((after["commits"] - before["commits"]) / sagas, 1),
+        "writing_commits_per_saga": round((after["xids"] - before["xids"]) / sagas, 1),
+        "wal_fsyncs_per_saga": round((after["wal_syncs"] - before["wal_syncs"]) / sagas, 1),
         "cpu_ms_per_saga": {name: round(1000 * (after["cpu"][name] - before["cpu"][name]) / sagas, 1)
                             for name in after["cpu"]},
     }
@@ -373,10 +403,10 @@ def traced_pass(env, args, base, token):
 
 
 # --- chain loads ------------------------------------------------------------------------------
-def chain_done(env, ids, timeout):
+def chain_done(kind, ids, timeout):
     import psycopg2
 
-    connection = psycopg2.connect(env["BENCH_CHAIN_DSN"])
+    connection = psycopg2.connect(CHAINS[kind]["dsn"])
     connection.autocommit = True
     deadline = time.monotonic() + timeout
     try:
@@ -392,34 +422,32 @@ def chain_done(env, ids, timeout):
         connection.close()
 
 
-def chain_burst(env, n, threads, timeout):
-    from tests.bench import chain
-
+def chain_burst(kind, n, threads, timeout):
+    app = chain_app(kind)
     ids = [str(uuid.uuid4()) for _ in range(n)]
     starts = {}
 
     def start(saga_id):
         starts[saga_id] = time.time()
-        chain.start(saga_id)
+        app.start_chain(saga_id)
 
     began = time.time()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(start, ids))
-    done = chain_done(env, ids, timeout)
+    done = chain_done(kind, ids, timeout)
     last = max((float(t) for t in done.values()), default=time.time())
     return {"orders": n, "outcomes": {"completed": len(done)}, "sagas_per_s": round(len(done) / (last - began), 1),
             "latency_ms": percentiles([float(done[i]) - starts[i] for i in done])}
 
 
-def chain_lone(env, n):
-    from tests.bench import chain
-
+def chain_lone(kind, n):
+    app = chain_app(kind)
     latencies = []
     for _ in range(n):
         saga_id = str(uuid.uuid4())
         began = time.time()
-        chain.start(saga_id)
-        done = chain_done(env, [saga_id], 30)
+        app.start_chain(saga_id)
+        done = chain_done(kind, [saga_id], 30)
         if saga_id in done:
             latencies.append(float(done[saga_id]) - began)
     return {"orders": n, "latency_ms": percentiles(latencies)}
@@ -438,31 +466,54 @@ def print_table(heads, rows):
               f"{ratio(ours, theirs):>8}")
 
 
+def print_beside_chains(rows):
+    """(name, OrderHub, plain, guarded) rows, with OrderHub's as a ratio of each chain's."""
+    print(f"\n{'figure':40} {'OrderHub':>10} {'plain':>10} {'guarded':>10} {'vs plain':>9} {'vs guarded':>10}")
+    for name, ours, plain, guarded in rows:
+        cells = [value if value is not None else "-" for value in (ours, plain, guarded)]
+        print(f"{name:40} {cells[0]:>10} {cells[1]:>10} {cells[2]:>10} {ratio(ours, plain):>9} "
+              f"{ratio(ours, guarded):>10}")
+
+
 def report(results):
-    oh, ch = results["orderhub"], results["chain"]
+    oh, pl, gu = results["orderhub"], results["chain"]["plain"], results["chain"]["guarded"]
+
+    def each(get):
+        values = []
+        for side in (oh, pl, gu):
+            try:
+                values.append(get(side))
+            except KeyError:
+                values.append(None)
+        return values
+
+    burst = lambda side: side.get("service_burst") or side["burst"]  # noqa: E731
+    cpu = lambda side: round(sum(side["costs"]["cpu_ms_per_saga"].values()), 1)  # noqa: E731
     rows = [
-        ("lone saga p50 (ms)", oh["lone"]["latency_ms"].get("p50"), ch["lone"]["latency_ms"].get("p50")),
-        ("lone saga p99 (ms)", oh["lone"]["latency_ms"].get("p99"), ch["lone"]["latency_ms"].get("p99")),
-        ("burst (service): sagas/s", oh["service_burst"]["sagas_per_s"], ch["burst"]["sagas_per_s"]),
-        ("burst (service): p50 (ms)", oh["service_burst"]["latency_ms"].get("p50"), ch["burst"]["latency_ms"].get("p50")),
-        ("burst (service): p95 (ms)", oh["service_burst"]["latency_ms"].get("p95"), ch["burst"]["latency_ms"].get("p95")),
-        ("burst (service): p99 (ms)", oh["service_burst"]["latency_ms"].get("p99"), ch["burst"]["latency_ms"].get("p99")),
-        ("burst (REST API): sagas/s", oh["api_burst"]["sagas_per_s"], ch["burst"]["sagas_per_s"]),
-        ("burst (REST API): p50 (ms)", oh["api_burst"]["latency_ms"].get("p50"), ch["burst"]["latency_ms"].get("p50")),
-        ("messages per saga", oh["costs"]["messages_per_saga"], ch["costs"]["messages_per_saga"]),
-        ("database commits per saga", oh["costs"]["commits_per_saga"], ch["costs"]["commits_per_saga"]),
-        ("CPU ms per saga, all (service burst)", round(sum(oh["costs"]["cpu_ms_per_saga"].values()), 1),
-         round(sum(ch["costs"]["cpu_ms_per_saga"].values()), 1)),
+        ("lone saga p50 (ms)", *each(lambda side: side["lone"]["latency_ms"]["p50"])),
+        ("lone saga p99 (ms)", *each(lambda side: side["lone"]["latency_ms"]["p99"])),
+        ("burst (service): sagas/s", *each(lambda side: burst(side)["sagas_per_s"])),
+        ("burst (service): p50 (ms)", *each(lambda side: burst(side)["latency_ms"]["p50"])),
+        ("burst (service): p99 (ms)", *each(lambda side: burst(side)["latency_ms"]["p99"])),
+        ("burst (REST API): sagas/s", oh["api_burst"]["sagas_per_s"], pl["burst"]["sagas_per_s"],
+         gu["burst"]["sagas_per_s"]),
+        ("messages per saga", *each(lambda side: side["costs"]["messages_per_saga"])),
+        ("database commits per saga, all", *each(lambda side: side["costs"]["commits_per_saga"])),
+        ("  of them writing (xids)", *each(lambda side: side["costs"]["writing_commits_per_saga"])),
+        ("WAL fsyncs per saga", *each(lambda side: side["costs"]["wal_fsyncs_per_saga"])),
+        ("CPU ms per saga, all (service burst)", *each(cpu)),
     ]
-    print_table(("figure", "OrderHub", "chain"), rows)
+    print_beside_chains(rows)
     print(f"\noutcomes: service burst {oh['service_burst']['outcomes']}, API burst {oh['api_burst']['outcomes']} "
           f"(API accepted {oh['api_burst']['accept_rate']} orders/s; refused at the door and retried: "
           f"{oh.get('refused', {})})")
     for label, costs in (("service burst", oh["costs"]), ("REST API burst", oh["api_costs"])):
         print(f"CPU ms per saga by process (OrderHub, {label}; total {sum(costs['cpu_ms_per_saga'].values()):.1f}):",
               json.dumps(dict(sorted(costs["cpu_ms_per_saga"].items(), key=lambda kv: -kv[1]))))
-    print("CPU ms per saga by process (chain burst):", json.dumps(ch["costs"]["cpu_ms_per_saga"]))
-    print("peak RSS MB by process:", json.dumps(oh["peak_rss_mb"] | {"chain-worker": ch["peak_rss_mb"]}))
+    for kind, side in (("plain", pl), ("guarded", gu)):
+        print(f"CPU ms per saga by process ({kind} chain burst):", json.dumps(side["costs"]["cpu_ms_per_saga"]))
+    print("peak RSS MB by process:", json.dumps(oh["peak_rss_mb"] | {"plain-chain-worker": pl["peak_rss_mb"],
+                                                                     "guarded-chain-worker": gu["peak_rss_mb"]}))
     if "tracing" in results:
         off, on = results["tracing"]["off"], results["tracing"]["on"]
         rows = [
@@ -500,7 +551,7 @@ def main(argv=None):
     reset_world(env)
     client, token = seed()
     cluster = start_orderhub(env, args.concurrency)
-    chain_worker = start_chain_worker(env, cluster.log_dir)
+    chain_workers = {kind: start_chain_worker(env, cluster.log_dir, kind) for kind in CHAINS}
     results = {"args": vars(args), "broker": "three-node cluster" if rabbit else "one node",
                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
@@ -532,20 +583,23 @@ def main(argv=None):
             cluster, results["tracing"] = traced_pass(env, args, base, token)
             results["tracing"]["off"] = {"lone_api": api_lone, "api_burst": api_burst,
                                          "api_costs": results["orderhub"]["api_costs"]}
-        say("chain: warming up, lone chains, then a burst")
-        chain_groups = {"chain-worker": tree(chain_worker.pid)} | {k: v for k, v in groups.items()
-                                                                   if k in ("postgres", "rabbitmq")}
-        chain_lone(env, 3)
-        lone = chain_lone(env, args.lone)
-        before = snapshot(chain_groups, CHAIN_VHOST, [DB_PREFIX + "chain"])
-        burst = chain_burst(env, args.orders, args.threads, args.settle_timeout)
-        after = snapshot(chain_groups, CHAIN_VHOST, [DB_PREFIX + "chain"])
-        results["chain"] = {"lone": lone, "burst": burst, "costs": per_saga(before, after, args.orders),
-                            "peak_rss_mb": peak_rss_mb(tree(chain_worker.pid))}
+        results["chain"] = {}
+        for kind, worker in chain_workers.items():
+            say(f"{kind} chain: warming up, lone chains, then a burst")
+            chain_groups = {"chain-worker": tree(worker.pid)} | {
+                k: v for k, v in groups.items() if k in ("postgres", "rabbitmq", "redis", "load-generator")}
+            chain_lone(kind, 3)
+            lone = chain_lone(kind, args.lone)
+            before = snapshot(chain_groups, CHAINS[kind]["vhost"], [CHAINS[kind]["db"]])
+            burst = chain_burst(kind, args.orders, args.threads, args.settle_timeout)
+            after = snapshot(chain_groups, CHAINS[kind]["vhost"], [CHAINS[kind]["db"]])
+            results["chain"][kind] = {"lone": lone, "burst": burst, "costs": per_saga(before, after, args.orders),
+                                      "peak_rss_mb": peak_rss_mb(tree(worker.pid))}
     finally:
         cluster.stop_all()
-        chain_worker.terminate()
-        chain_worker.wait(timeout=30)
+        for worker in chain_workers.values():
+            worker.terminate()
+            worker.wait(timeout=30)
         if rabbit:
             rabbit.stop()
     report(results)
