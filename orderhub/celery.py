@@ -1,5 +1,6 @@
 """The one Celery app. Every process (orchestrator, domain workers, beat, api) uses it."""
 import os
+import time
 
 from celery import Celery, signals
 
@@ -15,15 +16,42 @@ app.autodiscover_tasks(
 )
 
 
+# A connection that a task finished using cleanly this recently is not health-checked again
+# before the next task: under load that `SELECT 1` was a round trip before every message.
+HEALTH_CHECK_GRACE_SECONDS = 1.0
+_used_cleanly_at: dict[str, float] = {}
+
+
 @signals.task_prerun.connect
 def drop_stale_database_connections(**kwargs):
     """Workers keep their database connections from task to task (CELERY_DB_REUSE_MAX in
     celeryconfig), as gunicorn does from request to request: before each task, Django closes any
     connection that is broken or older than CONN_MAX_AGE, and health-checks the others on first use
-    (CONN_HEALTH_CHECKS), so a restarted PostgreSQL costs one reconnect, not a failed task."""
-    from django.db import close_old_connections
+    (CONN_HEALTH_CHECKS), so a restarted PostgreSQL costs one reconnect, not a failed task. The
+    check is skipped for a connection the previous task left, without an error, less than
+    HEALTH_CHECK_GRACE_SECONDS ago: if PostgreSQL went in that second, the task's first statement
+    fails as a lost connection (retried, as every task's are), and Django closes the connection
+    before the next task (errors_occurred)."""
+    from django.db import close_old_connections, connections
 
     close_old_connections()
+    now = time.monotonic()
+    for connection in connections.all(initialized_only=True):
+        if (connection.connection is not None and connection.health_check_enabled
+                and now - _used_cleanly_at.get(connection.alias, float("-inf")) < HEALTH_CHECK_GRACE_SECONDS):
+            connection.health_check_done = True
+
+
+@signals.task_postrun.connect
+def note_connections_left_clean(**kwargs):
+    from django.db import connections
+
+    now = time.monotonic()
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and not connection.errors_occurred and not connection.in_atomic_block:
+            _used_cleanly_at[connection.alias] = now
+        else:
+            _used_cleanly_at.pop(connection.alias, None)
 
 
 @signals.worker_init.connect

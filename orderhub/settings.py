@@ -202,13 +202,19 @@ SPECTACULAR_SETTINGS = {
 
 LOG_LEVEL = env("ORDERHUB_LOG_LEVEL", default="INFO")
 LOG_FORMAT = env("ORDERHUB_LOG_FORMAT", default="keyvalue")  # or "json"
+LOG_EVERY_TASK = env.bool("ORDERHUB_LOG_EVERY_TASK", default=False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"structured": {"()": "orderhub.logs.formatter", "renderer": LOG_FORMAT}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "amqp": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "amqp": {"level": "WARNING"}} | (
+        {} if LOG_EVERY_TASK else {
+            # Celery's "Task ... received" and "... succeeded" lines, two per message: under load
+            # a measurable share of a worker's CPU (make bench). Failures still log at WARNING and
+            # ERROR, and our own code logs every retry; ORDERHUB_LOG_EVERY_TASK=1 brings them back.
+            "celery.worker.strategy": {"level": "WARNING"}, "celery.app.trace": {"level": "WARNING"}}),
 }
 
 # The operator's console (orderhub/console): dead letters replayed at most this many a second, and at

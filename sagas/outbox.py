@@ -13,7 +13,7 @@ import time
 from datetime import timedelta
 
 import structlog
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -86,8 +86,20 @@ def _publish_rows(rows, *, publisher) -> int:
             continue
         published.append(message_id)
     if published:
-        OutboxMessage.objects.filter(id__in=published, published_at__isnull=True).update(published_at=timezone.now())
+        _mark_published(published)
     return len(published)
+
+
+def _mark_published(ids):
+    """Mark rows published without waiting for the mark's WAL flush (synchronous_commit off, this
+    transaction only): the row itself was made durable by the transaction that wrote it, and a mark
+    lost in a crash only lets the relay publish the row again, which every inbox makes harmless.
+    It saved one fsync per published message (make bench: WAL fsyncs per saga)."""
+    using = router.db_for_write(OutboxMessage)
+    with transaction.atomic(using=using):
+        with connections[using].cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        OutboxMessage.objects.filter(id__in=ids, published_at__isnull=True).update(published_at=timezone.now())
 
 
 class BackgroundPublisher:

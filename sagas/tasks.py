@@ -34,6 +34,8 @@ def receive_reply(self, body):
                 "orderhub.saga_id": reply.saga_id, "orderhub.step": reply.step, "orderhub.outcome": reply.outcome}):
             outcome = engine.reply_apply(reply)
     except TRANSIENT_DB_ERRORS as exc:
+        log.warning("reply not applied: the database connection was lost; retried", retry=self.request.retries + 1,
+                    error=repr(exc))
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30),
                          argsrepr=f"[<{REPLY_TYPE} body withheld>]", kwargsrepr="{}") from None
     except engine.DefinitionNotLoaded as exc:

@@ -21,6 +21,7 @@ Everything runs on this machine over loopback, bounded by --time-limit."""
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -55,6 +56,10 @@ def parse_args(argv=None):
     parser.add_argument("--rabbit-cluster", action="store_true",
                         help="both systems on a three-node RabbitMQ cluster of their own (tests/support/rabbit_cluster.py) "
                              "instead of this machine's broker")
+    parser.add_argument("--profile", default="", metavar="PROCESSES",
+                        help="comma-separated processes (orchestrator-1,payments-1,...) to sample with py-spy "
+                             "during the service burst, counting only threads holding the GIL (CPU, not waits); "
+                             "prints each one's top functions")
     parser.add_argument("--concurrency", default=DEFAULT_CONCURRENCY,
                         help="how many of each process, as `make run` takes it (honcho's -c)")
     return parser.parse_args(argv)
@@ -177,6 +182,50 @@ def chain_app(kind):
     if "app" not in spec:
         spec["app"] = chain.make_app(spec["guarded"], spec["broker"], spec["dsn"])
     return spec["app"]
+
+
+# --- profiles ---------------------------------------------------------------------------------
+class Profiles:
+    """py-spy sampling named processes (and their children) while a load runs: CPU samples only
+    (`--gil`), written as collapsed stacks to var/bench-logs/profile-<name>.txt."""
+
+    def __init__(self, cluster, names):
+        self.cluster, self.names, self.procs = cluster, [name for name in names if name], {}
+
+    def __enter__(self):
+        for name in self.names:
+            path = self.cluster.log_dir / f"profile-{name}.txt"
+            self.procs[name] = (path, subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "--subprocesses", "-r", "250",
+                 "-f", "raw", "-o", str(path), "-p", str(self.cluster.procs[name].pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for _, proc in self.procs.values():
+            proc.send_signal(signal.SIGINT)
+        for _, proc in self.procs.values():
+            proc.wait(timeout=60)
+
+    def report(self, top=15):
+        for name, (path, _) in self.procs.items():
+            own, inclusive, total = {}, {}, 0
+            for line in path.read_text().splitlines() if path.exists() else []:
+                stack, _, count = line.rpartition(" ")
+                # a function, not a line of it: "name (path:line)" -> "name (path)"
+                frames, count = [re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")], int(count)
+                total += count
+                own[frames[-1]] = own.get(frames[-1], 0) + count
+                for frame in set(frames):
+                    if any(part in frame for part in ("orderhub/", "sagas/", "workers/", "contracts/")):
+                        inclusive[frame] = inclusive.get(frame, 0) + count
+            print(f"\nprofile of {name} during the service burst ({total} CPU samples at 250/s):")
+            for label, table in (("own time", own), ("inclusive, OrderHub's code", inclusive)):
+                print(f"  {label}:")
+                for frame, count in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+                    print(f"    {100 * count / max(total, 1):5.1f}%  {frame.replace(str(ROOT) + '/', '')[:140]}")
 
 
 # --- counters ---------------------------------------------------------------------------------
@@ -565,7 +614,9 @@ def main(argv=None):
         lone = orderhub_lone(lambda: place_by_service(client), args.lone)
         say("OrderHub: burst through the service")
         before = snapshot(groups, VHOST, databases)
-        service_burst = orderhub_burst(lambda: place_by_service(client), args.orders, args.threads, args.settle_timeout)
+        with Profiles(cluster, args.profile.split(",")) as profiles:
+            service_burst = orderhub_burst(lambda: place_by_service(client), args.orders, args.threads,
+                                           args.settle_timeout)
         after = snapshot(groups, VHOST, databases)
         say("OrderHub: burst through the REST API")
         api_burst = orderhub_burst(lambda: place_by_api(base, token), args.orders, args.threads, args.settle_timeout)
@@ -603,6 +654,8 @@ def main(argv=None):
         if rabbit:
             rabbit.stop()
     report(results)
+    if args.profile:
+        profiles.report()
     out = ROOT / "var" / "bench-results"
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -48,13 +48,26 @@ class ProviderUnavailable(DependencyUnavailable):
     """The provider's circuit is open: the command is held until it lets a trial through."""
 
 
+# One client (its connection pool) and one storage per Redis URL, kept: building them for each
+# provider call opened new connections every time. (redis-py's pool reconnects after a fork.)
+_clients: dict[str, redis.Redis] = {}
+_storages: dict[str, pybreaker.CircuitRedisStorage] = {}
+
+
 def _redis():
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=settings.REDIS_TIMEOUT,
-                                socket_connect_timeout=settings.REDIS_TIMEOUT)
+    client = _clients.get(settings.REDIS_URL)
+    if client is None:
+        client = _clients[settings.REDIS_URL] = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=settings.REDIS_TIMEOUT, socket_connect_timeout=settings.REDIS_TIMEOUT)
+    return client
 
 
 def _storage():
-    return pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, _redis(), namespace=f"orderhub:{NAME}")
+    storage = _storages.get(settings.REDIS_URL)
+    if storage is None:
+        storage = _storages[settings.REDIS_URL] = pybreaker.CircuitRedisStorage(
+            pybreaker.STATE_CLOSED, _redis(), namespace=f"orderhub:{NAME}")
+    return storage
 
 
 def _enabled() -> bool:
@@ -79,8 +92,9 @@ class FailureRate(pybreaker.CircuitBreakerListener):
         return [f"orderhub:{NAME}:{kind}:{second}"
                 for second in range(now - int(settings.PROVIDER_CIRCUIT_WINDOW_SECONDS) + 1, now + 1)]
 
-    def _count(self, outcome: str) -> tuple[int, int]:
-        """Add this call (outcome "failed" or "ok"); return (charges called, charges failing) in the window."""
+    def _count(self, outcome: str, *, tally: bool = True) -> tuple[int, int] | None:
+        """Add this call (outcome "failed" or "ok"); return (charges called, charges failing) in the
+        window (None without `tally`: a success opens nothing, so it need not read the window)."""
         charge = _subject.get()
         subject = charge or f"call:{random.random()}"  # a call with no charge counts on its own
         now, ttl = int(time.time()), int(settings.PROVIDER_CIRCUIT_WINDOW_SECONDS) + 2
@@ -93,6 +107,9 @@ class FailureRate(pybreaker.CircuitBreakerListener):
             pipe.set(_failing_key(charge), now, nx=True, ex=FAILING_MEMORY_SECONDS)
         elif charge:
             pipe.delete(_failing_key(charge))
+        if not tally:
+            pipe.execute()
+            return None
         return self._tally(pipe, now)
 
     def window(self) -> tuple[int, int]:
@@ -107,7 +124,7 @@ class FailureRate(pybreaker.CircuitBreakerListener):
 
     def success(self, cb):
         try:
-            self._count("ok")
+            self._count("ok", tally=False)
         except redis.RedisError:  # a hint lost; the call itself went through
             pass
 

@@ -91,3 +91,23 @@ def test_two_deadline_sweepers_resend_a_command_once(published):
 
     assert sum(handled) == 1
     assert SagaStep.objects.get(pk=step.pk).resends == 1
+
+
+def test_a_published_mark_does_not_wait_for_its_own_wal_flush(published):
+    """The mark is the only thing a lost flush could lose, and the relay would then publish the row
+    again (harmless): its transaction commits with synchronous_commit off, and nothing else's does."""
+    from django.test.utils import CaptureQueriesContext
+
+    saga = start_saga()
+    row = OutboxMessage.objects.get(saga_id=saga.id)
+    connection = connections["default"]
+    with CaptureQueriesContext(connection) as queries:
+        assert outbox._publish_rows([(row.id, row.message_type, row.body)], publisher="after_commit") == 1
+    sql = [query["sql"] for query in queries.captured_queries]
+    setting = next(i for i, statement in enumerate(sql) if "synchronous_commit" in statement)
+    update = next(i for i, statement in enumerate(sql) if statement.startswith("UPDATE") and "published_at" in statement)
+    assert setting < update and "SET LOCAL" in sql[setting]
+    assert OutboxMessage.objects.get(id=row.id).published_at is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"  # LOCAL: the connection's next transaction fsyncs as before
