@@ -35,7 +35,7 @@ class SystemCollector:
                                    labels=["part"])
         for part, read in [("orders", _orders), ("sagas", _sagas), ("outbox", _outbox), ("beat", _beat),
                            ("queues", _queues), ("dead_letters", _dead_letters), ("counters", _counters),
-                           ("circuits", _circuits), ("webhooks", _webhooks), ("admission", _admission)]:
+                           ("circuits", _circuits), ("webhooks", _webhooks)]:
             try:
                 yield from list(read())
             except Exception as exc:
@@ -157,24 +157,6 @@ def _counters():
         ("orderhub_ticks_malformed", MALFORMED_TICKS_KEY, "Malformed ticks dropped"),
     ]:
         yield CounterMetricFamily(name, text, value=counters.read(key))
-
-
-def _admission():
-    from django.conf import settings
-
-    from orderhub.orders import admission
-    from sagas import throughput
-
-    rate = throughput.drain_rate()
-    yield GaugeMetricFamily("orderhub_sagas_drain_rate", "Sagas ended per second, over the last "
-                            f"{throughput.WINDOW_SECONDS} s, every orchestrator", value=rate or 0.0)
-    wait = admission.predicted_wait()
-    if wait is not None and wait != float("inf"):
-        yield GaugeMetricFamily("orderhub_admission_predicted_wait_seconds",
-                                "How long an order accepted now would wait (in flight / drain rate)", value=wait)
-    yield GaugeMetricFamily("orderhub_admission_target_seconds",
-                            "Past this predicted wait a new order is refused (0: off)",
-                            value=settings.ADMISSION_TARGET_SECONDS)
 
 
 _system = CollectorRegistry(auto_describe=False)

@@ -150,12 +150,8 @@ DEADLINE_SWEEP_INTERVAL = env.float("ORDERHUB_DEADLINE_SWEEP_INTERVAL", default=
 INFRASTRUCTURE_RETRY_ATTEMPTS = env.int("ORDERHUB_INFRASTRUCTURE_RETRY_ATTEMPTS", default=6)
 INFRASTRUCTURE_RETRY_MAX_DELAY = env.float("ORDERHUB_INFRASTRUCTURE_RETRY_MAX_DELAY", default=4.0)
 
-# Admission control (orderhub/orders/admission.py): a new order is refused with 503 when it would
-# wait more than TARGET seconds (in flight / drain rate; 0 turns the prediction off), counted once
-# FREE_IN_FLIGHT sagas are in flight; and, whatever the prediction, with this Retry-After (seconds)
-# while MAX_IN_FLIGHT sagas are running or compensating (0 turns that limit off).
-ADMISSION_TARGET_SECONDS = env.float("ORDERHUB_ADMISSION_TARGET_SECONDS", default=5.0)
-ADMISSION_FREE_IN_FLIGHT = env.int("ORDERHUB_ADMISSION_FREE_IN_FLIGHT", default=16)
+# Admission control (orderhub/orders/admission.py): a new order is refused with 503 and this
+# Retry-After (seconds) while this many sagas are running or compensating; 0 turns it off.
 ADMISSION_MAX_IN_FLIGHT = env.int("ORDERHUB_ADMISSION_MAX_IN_FLIGHT", default=300)
 ADMISSION_RETRY_AFTER = env.int("ORDERHUB_ADMISSION_RETRY_AFTER", default=2)
 

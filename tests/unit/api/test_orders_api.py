@@ -1,7 +1,6 @@
 """The REST contract of /api/products/ and /api/orders/, without a broker (nothing is published)."""
 import copy
 import json
-import time
 from decimal import Decimal
 
 import factory
@@ -14,7 +13,6 @@ from contracts import Command
 from orderhub.apikeys.services import key_create
 from orderhub.orders import admission
 from orderhub.orders.models import Order, Product
-from sagas import throughput
 from sagas.models import OutboxMessage, SagaInstance
 from tests.unit.sagas.saga_harness import follow
 
@@ -430,66 +428,6 @@ def test_a_new_order_is_refused_at_the_door_with_503_and_retry_after_while_too_m
     assert "2 orders are in progress (limit 2)" in body["detail"]
     assert created_rows() == before  # nothing created
     assert admission.refused() == refused_before + 1
-
-
-def test_a_new_order_that_would_wait_past_the_target_is_refused_with_the_time_to_drain(api, order_body, settings):
-    settings.ADMISSION_FREE_IN_FLIGHT, settings.ADMISSION_TARGET_SECONDS = 2, 2.0
-    place(api, order_body)
-    place(api, order_body)
-    now = time.time()
-    throughput.note_ended(3, now=now - 1.5)  # 3 ended, measured over MIN_SPAN_SECONDS (3 s): 1 saga/s
-    before, refused_before = created_rows(), admission.refused()
-
-    response = api.post("/api/orders/", order_body, format="json")
-
-    body = assert_error(response, 503, "overloaded")
-    # 3 would be in flight at 1/s: about 3 s, past the target's headroom (70% of 2 s) by 1.6 s
-    assert "would wait about 3.0 s" in body["detail"] and "target 2 s" in body["detail"], body
-    assert response["Retry-After"] == "2"
-    assert created_rows() == before and admission.refused() == refused_before + 1
-
-
-def test_the_same_backlog_is_admitted_when_sagas_drain_fast_enough(api, order_body, settings):
-    settings.ADMISSION_FREE_IN_FLIGHT, settings.ADMISSION_TARGET_SECONDS = 2, 2.0
-    place(api, order_body)
-    place(api, order_body)
-    throughput.note_ended(30, now=time.time() - 1.5)  # 10 sagas/s: 3 in flight wait 0.3 s
-
-    place(api, order_body)
-    assert admission.predicted_wait() == pytest.approx(4 / throughput.drain_rate(), rel=0.05)
-
-
-def test_below_the_free_count_orders_are_admitted_and_past_it_none_while_nothing_drains(api, order_body, settings):
-    settings.ADMISSION_FREE_IN_FLIGHT = 3
-    for _ in range(3):
-        place(api, order_body)  # a cold start: nothing to measure, admitted
-    assert admission.predicted_wait() == float("inf")
-
-    response = api.post("/api/orders/", order_body, format="json")
-
-    assert "none has ended in the last 10 s" in assert_error(response, 503, "overloaded")["detail"]
-    assert response["Retry-After"] == str(settings.ADMISSION_RETRY_AFTER)
-
-
-def test_with_redis_out_of_reach_only_the_in_flight_limit_applies(api, order_body, settings):
-    settings.ADMISSION_FREE_IN_FLIGHT, settings.ADMISSION_MAX_IN_FLIGHT = 1, 3
-    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there: no rate can be read
-    for _ in range(3):
-        place(api, order_body)
-    assert admission.predicted_wait() is None
-    assert "limit 3" in assert_error(api.post("/api/orders/", order_body, format="json"), 503, "overloaded")["detail"]
-
-
-def test_the_drain_rate_counts_from_the_first_second_that_saw_a_saga_end():
-    now = 1_000_000.5
-    assert throughput.drain_rate(now=now) == 0.0
-    throughput.note_ended(3, now=now - 4)  # second 999_996; measured over 999_996.0 .. now: 4.5 s
-    throughput.note_ended(2, now=now)
-    assert throughput.drain_rate(now=now) == pytest.approx(5 / 4.5)
-    throughput.forget()
-    throughput.note_ended(3, now=now)  # never read off less than MIN_SPAN_SECONDS
-    assert throughput.drain_rate(now=now) == pytest.approx(3 / throughput.MIN_SPAN_SECONDS)
-    assert throughput.drain_rate(now=now + 20) == 0.0  # out of the window
 
 
 def test_orders_are_admitted_again_once_sagas_end(api, order_body, settings):
