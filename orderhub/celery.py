@@ -11,6 +11,8 @@ app = Celery("orderhub", control="orderhub.control:Control")
 # Read lazily, on first use, so importing this module never needs Django to be set up.
 app.config_from_object("orderhub.celeryconfig")
 import orderhub.logs  # noqa: E402,F401  (binds saga and message ids to every log line)
+# The orchestrator applies replies in batches, on a consumer of its own (sagas/consumer.py).
+app.steps["worker"].add("sagas.consumer:ReplyBatches")
 app.autodiscover_tasks(
     ["sagas", "workers.inventory", "workers.payments", "workers.shipping", "workers.notifications"]
 )

@@ -156,6 +156,21 @@ class Consumer(CeleryConsumer):
         # and should it happen anyway it is one more restart, not the end of the worker.
         self.channel_errors = (*self.channel_errors, InconsistencyError)
 
+    def cancel_task_queue(self, queue):
+        """`cancel_consumer saga.replies` pauses the orchestrator's batch consumer (sagas/consumer.py)."""
+        batches = getattr(self.controller, "reply_batches", None)
+        if queue == topology.REPLIES_QUEUE and batches is not None:
+            batches.pause()
+            return
+        super().cancel_task_queue(queue)
+
+    def add_task_queue(self, queue, *args, **kwargs):
+        batches = getattr(self.controller, "reply_batches", None)
+        if queue == topology.REPLIES_QUEUE and batches is not None:
+            batches.resume()
+            return
+        super().add_task_queue(queue, *args, **kwargs)
+
     def ensure_connected(self, conn):
         conn.ensure_connection = functools.partial(conn.ensure_connection, **RECONNECT)
         return super().ensure_connected(conn)

@@ -16,6 +16,8 @@ SAGAS_ENDED = Counter("orderhub_sagas_ended", "Sagas ended, by type and final st
 REPLIES = Counter("orderhub_replies", "Replies the orchestrator handled, by what they did", ["outcome"])
 STEP_SECONDS = Histogram("orderhub_step_seconds", "From a step's first command to its end, by step and outcome",
                          ["step", "outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+REPLY_BATCH = Histogram("orderhub_reply_batch_size", "Replies the orchestrator applied in one transaction",
+                        buckets=(1, 2, 5, 10, 20, 50, 100, 200))
 COMMANDS = Counter("orderhub_commands", "Commands a domain worker handled, by type and outcome", ["type", "outcome"])
 DEAD_LETTERS = Counter("orderhub_dead_letters_archived",
                        "Dead letters the archiver took in, by original queue and kind of reason", ["queue", "reason"])

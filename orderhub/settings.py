@@ -144,6 +144,9 @@ OUTBOX_RELAY_GRACE = env.float("ORDERHUB_OUTBOX_RELAY_GRACE", default=1.0)
 TASK_EVENTS = env.bool("ORDERHUB_TASK_EVENTS", default=False)
 # How often beat's sweep looks for steps past their deadline (deadlines live in the database).
 DEADLINE_SWEEP_INTERVAL = env.float("ORDERHUB_DEADLINE_SWEEP_INTERVAL", default=1.0)
+# The orchestrator applies up to this many replies in one transaction, one commit (sagas/consumer.py):
+# what has arrived, never waiting for more. 0: Celery's consumer applies one reply per task.
+REPLY_BATCH = env.int("ORDERHUB_REPLY_BATCH", default=50)
 # How long a domain worker retries its own unreachable database (or a lock, or the broker while
 # replying) before it answers "outcome unknown": attempts in all, backoff from 1 s doubling up to
 # the maximum delay. The defaults ride out about 18 s; the step's own retry policy is apart.

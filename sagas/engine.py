@@ -6,6 +6,7 @@ through the outbox, applies replies under a row lock, and announces the end with
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -260,23 +261,71 @@ def reply_apply(reply: Reply) -> str:
     """Apply one reply in one transaction with the saga row locked. Returns what happened:
     "applied" (the saga moved), "late" (a reply to an earlier command of the step, recorded and
     handled by the rules of `_on_late_reply`, which changed nothing), "stale" (a copy of a reply
-    already seen, or one for no step of the saga) or "unknown" (no such saga)."""
+    already seen, or one for no step of the saga) or "unknown" (no such saga). A saga pinned to a
+    definition version this release does not load raises DefinitionNotLoaded. A batch of one."""
+    [(outcome, why)] = replies_apply([reply])
+    if outcome == "unreadable":
+        raise DefinitionNotLoaded(why)
+    return outcome
+
+
+def replies_apply(replies: list[Reply]) -> list[tuple[str, str]]:
+    """Apply a batch of replies in one transaction and one commit (sagas/consumer.py). The sagas'
+    rows are locked in id order (so two orchestrators never deadlock over one batch's sagas), read
+    with their steps in two statements, and each reply is applied as `reply_apply` would apply it,
+    in arrival order. Returns (outcome, why) per reply: `reply_apply`'s outcomes, or "unreadable"
+    for a saga pinned to a definition version this release does not load (nothing of that reply is
+    written; the others go through). Any other error rolls the whole batch back: the consumer then
+    applies its replies one per transaction, so a failing reply fails alone."""
     with transaction.atomic():
-        saga = SagaInstance.objects.select_for_update().filter(id=reply.saga_id).first()
-        if saga is None:
-            log.warning("reply for unknown saga", saga_id=reply.saga_id, message_id=reply.message_id)
-            return "unknown"
-        # Every step in one read; the engine then finds them in saga._steps (_step_at). The events
-        # it records are written together, in one statement, before the transaction ends.
-        saga._steps = {step.index: step for step in saga.steps.all()}
-        saga._events = []
-        outcome = _apply(saga, reply)
-        SagaEvent.objects.bulk_create(saga._events)
-        if outcome == "applied":
-            saga.version += 1
-            saga.save()
-        transaction.on_commit(lambda: _count_reply(saga, reply, outcome))
-        return outcome
+        wanted = sorted({_saga_key(reply.saga_id) for reply in replies} - {None})
+        sagas = {saga.id: saga for saga in SagaInstance.objects.select_for_update().filter(id__in=wanted).order_by("id")}
+        for saga in sagas.values():
+            saga._steps = {}
+            saga._applied = 0
+        for step in SagaStep.objects.filter(saga_id__in=sagas):
+            sagas[step.saga_id]._steps[step.index] = step
+        events, seen, results = [], set(), []
+        for reply in replies:
+            saga = sagas.get(_saga_key(reply.saga_id))
+            if saga is None:
+                log.warning("reply for unknown saga", saga_id=reply.saga_id, message_id=reply.message_id)
+                results.append(("unknown", ""))
+                continue
+            try:
+                definition_of(saga)
+            except DefinitionNotLoaded as exc:
+                results.append(("unreadable", str(exc)))
+                continue
+            if saga.id in seen and events:
+                # A second reply to one saga in the batch: what the first recorded is read by the
+                # rules for late and duplicate replies, so it is written first.
+                SagaEvent.objects.bulk_create(events)
+                events = []
+            seen.add(saga.id)
+            saga._events = events
+            with tracing.span(f"reply apply {reply.step}", reply.trace, kind="consumer", **{
+                    "orderhub.saga_id": reply.saga_id, "orderhub.step": reply.step,
+                    "orderhub.outcome": reply.outcome}):
+                outcome = _apply(saga, reply)
+            events = saga._events
+            if outcome == "applied":
+                saga._applied += 1
+            results.append((outcome, ""))
+            transaction.on_commit(lambda saga=saga, reply=reply, outcome=outcome: _count_reply(saga, reply, outcome))
+        SagaEvent.objects.bulk_create(events)
+        for saga in sagas.values():
+            if saga._applied:
+                saga.version += saga._applied
+                saga.save()
+        return results
+
+
+def _saga_key(saga_id):
+    try:
+        return uuid.UUID(str(saga_id))
+    except ValueError:
+        return None
 
 
 def _count_reply(saga, reply, outcome):

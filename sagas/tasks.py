@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from contracts import MalformedMessage, Reply
 from orderhub.deadletters.reasons import note_reason
-from orderhub import bus, delivery, health, topology, tracing
+from orderhub import bus, delivery, health, topology
 from orderhub.topology import DEADLINES_DUE_TYPE, REPLY_TYPE
 from sagas import engine, outbox
 
@@ -23,6 +23,8 @@ TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 
 @shared_task(name=REPLY_TYPE, bind=True, max_retries=None)
 def receive_reply(self, body):
+    """One reply per task: how saga.replies is consumed with ORDERHUB_REPLY_BATCH=0. Otherwise the
+    orchestrator applies replies in batches on a consumer of its own (sagas/consumer.py)."""
     try:
         reply = Reply.from_dict(body)
     except MalformedMessage as exc:
@@ -30,9 +32,7 @@ def receive_reply(self, body):
         note_reason(self.request.id, f"malformed: {exc}")
         raise Reject(f"malformed: {exc}", requeue=False) from None
     try:
-        with tracing.span(f"reply apply {reply.step}", reply.trace, kind="consumer", **{
-                "orderhub.saga_id": reply.saga_id, "orderhub.step": reply.step, "orderhub.outcome": reply.outcome}):
-            outcome = engine.reply_apply(reply)
+        outcome = engine.reply_apply(reply)
     except TRANSIENT_DB_ERRORS as exc:
         log.warning("reply not applied: the database connection was lost; retried", retry=self.request.retries + 1,
                     error=repr(exc))
@@ -97,16 +97,29 @@ def sweep_deadlines():
 
 @shared_task(name=DEADLINES_DUE_TYPE, bind=True, ignore_result=True)
 def deadlines_due(self, body):
+    try:
+        due_before = marker_due_before(body)
+    except ValueError as exc:
+        log.error("malformed deadline sweep marker dead-lettered", why=str(exc))
+        note_reason(self.request.id, str(exc))
+        raise Reject(str(exc), requeue=False) from None
+    return sweep_due(due_before)
+
+
+def marker_due_before(body) -> datetime:
+    """When a deadline sweep marker was queued; ValueError (the reason it is dead-lettered) if it
+    does not say."""
     queued_at = body.get("queued_at") if isinstance(body, dict) else None
     try:
         due_before = datetime.fromisoformat(queued_at)
         if due_before.tzinfo is None:
             raise ValueError("no time zone")
     except (TypeError, ValueError) as exc:
-        why = f"malformed: a deadline sweep marker needs queued_at, an ISO time with a zone ({exc})"
-        log.error("malformed deadline sweep marker dead-lettered", why=why)
-        note_reason(self.request.id, why)
-        raise Reject(why, requeue=False) from None
+        raise ValueError(f"malformed: a deadline sweep marker needs queued_at, an ISO time with a zone ({exc})") from None
+    return due_before
+
+
+def sweep_due(due_before):
     return _sweep("deadline sweep", lambda: engine.deadlines_sweep(due_before=due_before, backlog=participant_backlog()))
 
 

@@ -1,5 +1,6 @@
 """Data and API helpers for integration tests."""
 import uuid
+from contextlib import contextmanager
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
@@ -50,3 +51,18 @@ def wait_ended(order_id, timeout=10):
 
 def stock(sku):
     return StockItem.objects.get(sku=sku).available
+
+
+@contextmanager
+def replies_held(cluster, worker="orchestrator-1"):
+    """The orchestrator stops consuming saga.replies (it goes on with its ticks) until the end."""
+    from orderhub import topology
+    from orderhub.celery import app
+
+    (name,) = cluster.worker_names([worker])
+    answer = app.control.cancel_consumer(topology.REPLIES_QUEUE, destination=[name], reply=True)
+    assert answer, "the orchestrator did not answer cancel_consumer"
+    try:
+        yield
+    finally:
+        app.control.add_consumer(topology.REPLIES_QUEUE, destination=[name], reply=True)

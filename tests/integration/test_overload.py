@@ -1,32 +1,18 @@
 """Overload and backlog, through real processes: a deadline measures a participant's silence, not
 a queue of ours, and a command waiting its turn is not resent."""
-from contextlib import contextmanager
 import pytest
 from django.utils import timezone
 
 from orderhub import bus, topology
-from orderhub.celery import app
 from orderhub.orders.models import Order
 from sagas.definitions import PLACE_ORDER
 from sagas.models import SagaEvent, SagaStep
 from tests.conftest import eventually
-from tests.integration.helpers import api_client, place, product, wait_ended
+from tests.integration.helpers import api_client, place, product, replies_held, wait_ended
 from workers.inventory.models import Reservation
 from workers.payments.models import ProviderCharge
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, databases="__all__")]
-
-
-@contextmanager
-def replies_held(cluster):
-    """The orchestrator stops consuming saga.replies (it goes on with its ticks) until the end."""
-    (name,) = cluster.worker_names(["orchestrator-1"])
-    answer = app.control.cancel_consumer(topology.REPLIES_QUEUE, destination=[name], reply=True)
-    assert answer, "the orchestrator did not answer cancel_consumer"
-    try:
-        yield
-    finally:
-        app.control.add_consumer(topology.REPLIES_QUEUE, destination=[name], reply=True)
 
 
 def test_a_reply_waiting_in_the_orchestrators_queue_is_applied_before_its_deadline_is_judged(live):
