@@ -74,17 +74,18 @@ def event_record(event_type: str, *, subject: str, data: dict, saga_id=None):
     return event
 
 
-def publish(event: dict, *, message_id: str):
-    """Publish one event onto the exchange, persistent and confirmed (the outbox calls it)."""
+def publish(event: dict, *, message_id: str, producer=None, retry=True):
+    """Publish one event onto the exchange, persistent and confirmed (the outbox calls it, with a
+    producer whose channel's confirms it awaits for a whole batch: sagas/outbox.py)."""
     from orderhub import topology
     from orderhub.celery import app
 
     topology.ensure_declared(app)
-    with app.producer_or_acquire() as producer:
+    with app.producer_or_acquire(producer) as producer:
         producer.publish(
             json.dumps(event).encode(), exchange=EXCHANGE, routing_key=event["type"], content_type=CONTENT_TYPE,
             content_encoding="utf-8", delivery_mode=2, message_id=message_id, type=event["type"],
-            retry=True, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
+            retry=retry, retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
         )
 
 

@@ -41,11 +41,18 @@ def published(monkeypatch):
     sent = Counter()
     lock = threading.Lock()
 
-    def record(message_type, body, *, message_id):
+    def record(self, message_id, message_type, body):
         with lock:
-            sent[message_id] += 1
+            sent[str(message_id)] += 1
+        self.sent.append(message_id)
 
-    monkeypatch.setattr(outbox, "publish", record)
+    def confirm_all(self, timeout=None):
+        confirmed, self.sent = self.sent, []
+        return confirmed, []
+
+    # What the broker is sent, not the broker: these tests are about the database's locks.
+    monkeypatch.setattr(outbox.ConfirmedBatch, "send", record)
+    monkeypatch.setattr(outbox.ConfirmedBatch, "wait", confirm_all)
     monkeypatch.setattr(outbox, "publish_after_commit", lambda ids: None)
     monkeypatch.setattr(outbox, "publish_committed", lambda rows: None)  # left to the relays
     return sent
