@@ -60,6 +60,12 @@ def parse_args(argv=None):
                         help="comma-separated processes (orchestrator-1,payments-1,...) to sample with py-spy "
                              "during the service burst, counting only threads holding the GIL (CPU, not waits); "
                              "prints each one's top functions")
+    parser.add_argument("--batch-sizes", default="1,10,50", metavar="SIZES",
+                        help="ORDERHUB_REPLY_BATCH values for the batch-size table (lone p50 and service burst "
+                             "at each, OrderHub restarted for each); empty: no table")
+    parser.add_argument("--orchestrators", default="1,2", metavar="COUNTS",
+                        help="orchestrator counts for the scale-out table (each with the other processes as "
+                             "--concurrency says, the default batch size); empty: no table")
     parser.add_argument("--concurrency", default=DEFAULT_CONCURRENCY,
                         help="how many of each process, as `make run` takes it (honcho's -c)")
     return parser.parse_args(argv)
@@ -451,6 +457,53 @@ def traced_pass(env, args, base, token):
                             "spans_received": len(receiver.spans)}}
 
 
+def variant_pass(env, args, client, label, overrides, concurrency):
+    """OrderHub restarted with `overrides` and `concurrency`: lone orders and a service burst, with
+    CPU per saga by process."""
+    say(f"OrderHub, {label}: restarted; lone orders, then a burst through the service")
+    cluster = start_orderhub(env | overrides, concurrency)
+    try:
+        wait_for_health(f"http://{env['ORDERHUB_API_BIND']}")
+        groups = process_groups({key: proc.pid for key, proc in cluster.procs.items()})
+        databases = [DB_PREFIX + name for name in ("orderhub", "inventory", "payments", "shipping", "notifications")]
+        orderhub_lone(lambda: place_by_service(client), 3)
+        lone = orderhub_lone(lambda: place_by_service(client), args.lone)
+        before = snapshot(groups, VHOST, databases)
+        burst = orderhub_burst(lambda: place_by_service(client), args.orders, args.threads, args.settle_timeout)
+        after = snapshot(groups, VHOST, databases)
+        return {"lone": lone, "service_burst": burst, "costs": per_saga(before, after, args.orders)}
+    finally:
+        cluster.stop_all()
+
+
+def with_count(concurrency, name, count):
+    counts = dict(pair.split("=") for pair in concurrency.split(",") if pair)
+    counts[name] = str(count)
+    return ",".join(f"{k}={v}" for k, v in counts.items())
+
+
+def report_variants(results):
+    for key, title in (("batch_sizes", "reply batch size"), ("orchestrators", "orchestrators")):
+        variants = results.get(key)
+        if not variants:
+            continue
+        rows = []
+        for label, side in variants.items():
+            cpu = side["costs"]["cpu_ms_per_saga"]
+            orchestrators = round(sum(v for k, v in cpu.items() if k.startswith("orchestrator")), 1)
+            rows.append((label, side["service_burst"]["sagas_per_s"], side["lone"]["latency_ms"].get("p50"),
+                         side["service_burst"]["latency_ms"].get("p99"), round(sum(cpu.values()), 1), orchestrators,
+                         side["costs"]["writing_commits_per_saga"]))
+        heads = (title, "burst sagas/s", "lone p50 ms", "burst p99 ms", "CPU ms/saga", "orchestrators' CPU",
+                 "writing commits/saga")
+        print("\n" + "  ".join(f"{h:>{max(len(h), 8)}}" for h in heads))
+        for row in rows:
+            print("  ".join(f"{('-' if v is None else v):>{max(len(h), 8)}}" for h, v in zip(heads, row)))
+        for label, side in variants.items():
+            print(f"  {title} {label}: CPU ms per saga by process",
+                  json.dumps(dict(sorted(side["costs"]["cpu_ms_per_saga"].items(), key=lambda kv: -kv[1]))))
+
+
 # --- chain loads ------------------------------------------------------------------------------
 def chain_done(kind, ids, timeout):
     import psycopg2
@@ -634,6 +687,13 @@ def main(argv=None):
             cluster, results["tracing"] = traced_pass(env, args, base, token)
             results["tracing"]["off"] = {"lone_api": api_lone, "api_burst": api_burst,
                                          "api_costs": results["orderhub"]["api_costs"]}
+        cluster.stop_all()
+        for size in filter(None, args.batch_sizes.split(",")):
+            results.setdefault("batch_sizes", {})[size] = variant_pass(
+                env, args, client, f"reply batch {size}", {"ORDERHUB_REPLY_BATCH": size}, args.concurrency)
+        for count in filter(None, args.orchestrators.split(",")):
+            results.setdefault("orchestrators", {})[count] = variant_pass(
+                env, args, client, f"{count} orchestrator(s)", {}, with_count(args.concurrency, "orchestrator", count))
         results["chain"] = {}
         for kind, worker in chain_workers.items():
             say(f"{kind} chain: warming up, lone chains, then a burst")
@@ -654,6 +714,7 @@ def main(argv=None):
         if rabbit:
             rabbit.stop()
     report(results)
+    report_variants(results)
     if args.profile:
         profiles.report()
     out = ROOT / "var" / "bench-results"
