@@ -28,9 +28,9 @@ databases: venv services
 	$(BIN)/python manage.py setup_databases
 	$(BIN)/python manage.py declare_topology
 
-# How many of each process `make run` starts: two orchestrators (each applies one reply at a time
-# and waits on PostgreSQL and RabbitMQ in between), two payments workers (a slow payment provider
-# ties one up). make bench starts the same.
+# How many of each process `make run` starts: two orchestrators (one takes over when the other is
+# gone; each applies replies in batches), two payments workers (a slow payment provider ties one
+# up). make bench starts the same.
 CONCURRENCY ?= orchestrator=2,payments=2
 run: databases
 	$(BIN)/python manage.py seed_demo
