@@ -39,14 +39,12 @@ from kombu import Consumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 
 from contracts import MalformedMessage, Reply
-from orderhub import process_metrics, topology
+from orderhub import celery_consumer, process_metrics, topology
 from orderhub.deadletters.reasons import message_key, note_reason
 from orderhub.topology import DEADLINES_DUE_TYPE, REPLIES_QUEUE, REPLY_TYPE
 
 log = structlog.get_logger(__name__)
 
-# Reconnecting to the broker: every half second at first, then at most every two seconds.
-RECONNECT = {"interval_start": 0.5, "interval_step": 0.5, "interval_max": 2.0}
 DB_BACKOFF_MAX = 30.0
 
 
@@ -119,7 +117,7 @@ class ReplyConsumer:
         while not self._stopping.is_set():
             try:
                 with self.app.connection_for_read() as connection:
-                    connection.ensure_connection(max_retries=3, **RECONNECT)
+                    connection.ensure_connection(max_retries=3, **celery_consumer.RECONNECT)
                     self._consume(connection)
             except Exception as exc:  # the broker (or a node of it) is gone: connect again
                 if self._stopping.is_set():
@@ -192,8 +190,6 @@ class ReplyConsumer:
 
     def read(self, message):
         """(the task name, its one argument) of a reply or a sweep marker; Poison otherwise."""
-        from orderhub.celery_consumer import task_message_problem
-
         headers = message.headers if isinstance(message.headers, dict) else {}
         task = headers.get("task")
         if task is None:
@@ -201,7 +197,7 @@ class ReplyConsumer:
         if task not in (REPLY_TYPE, DEADLINES_DUE_TYPE):
             raise Poison(f"malformed: unknown task {task!r:.200}")
         try:
-            problem = task_message_problem(self.app, message)
+            problem = celery_consumer.task_message_problem(self.app, message)
             if not problem:
                 (body,), _, _ = message.decode()
         except (DecodeError, ContentDisallowed) as exc:
@@ -219,7 +215,7 @@ class ReplyConsumer:
 
     def apply(self, pairs, connection=None):
         """Apply (message, reply) pairs in one transaction, then ack them."""
-        from sagas import engine
+        from sagas import engine, tasks
 
         if not pairs:
             return
@@ -242,13 +238,8 @@ class ReplyConsumer:
         process_metrics.REPLY_BATCH.observe(len(pairs))
         for (message, reply), (outcome, why) in zip(pairs, outcomes):
             if outcome == "unknown":
-                # No such saga: the databases were restored from a backup taken before it started
-                # (README, Backup and restore). Kept for an operator, never applied to anything.
-                self.poison(message, f"unknown saga: no saga {reply.saga_id} in this database (restored from a "
-                                     f"backup taken before it started?); a {reply.outcome} reply to {reply.step}")
+                self.poison(message, tasks.unknown_saga_reason(reply))
             elif outcome == "unreadable":
-                # An orchestrator of an older release while a newer one's sagas are in flight (README,
-                # Upgrading): the reply waits in the archive, to be replayed by a release that loads it.
                 self.poison(message, f"unreadable version: {why}")
             else:
                 message.ack()

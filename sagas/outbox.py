@@ -163,7 +163,6 @@ class ConfirmedBatch:
             self._send(message_id, message_type, body)
 
     def _send(self, message_id, message_type, body, *, again=False):
-        from orderhub import events
         from orderhub.celery import app
 
         if message_type.startswith(events.OUTBOX_PREFIX):

@@ -46,14 +46,18 @@ def receive_reply(self, body):
         note_reason(self.request.id, f"unreadable version: {exc}")
         raise Reject(f"unreadable version: {exc}", requeue=False) from None
     if outcome == "unknown":
-        # No such saga: the databases were restored from a backup taken before it started (README,
-        # Backup and restore). Kept for an operator, never applied to anything.
-        why = (f"unknown saga: no saga {reply.saga_id} in this database (restored from a backup taken before "
-               f"it started?); a {reply.outcome} reply to {reply.step}")
+        why = unknown_saga_reason(reply)
         log.error("reply for an unknown saga dead-lettered", saga_id=reply.saga_id, step=reply.step)
         note_reason(self.request.id, why)
         raise Reject(why, requeue=False)
     return outcome
+
+
+def unknown_saga_reason(reply) -> str:
+    """Why a reply for no saga is dead-lettered: the databases were restored from a backup taken
+    before it started (README, Backup and restore). Kept for an operator, never applied."""
+    return (f"unknown saga: no saga {reply.saga_id} in this database (restored from a backup taken before "
+            f"it started?); a {reply.outcome} reply to {reply.step}")
 
 
 def _sweep(name, run):
