@@ -11,8 +11,15 @@ app = Celery("orderhub", control="orderhub.control:Control")
 # Read lazily, on first use, so importing this module never needs Django to be set up.
 app.config_from_object("orderhub.celeryconfig")
 import orderhub.logs  # noqa: E402,F401  (binds saga and message ids to every log line)
-# The orchestrator applies replies in batches, on a consumer of its own (sagas/consumer.py).
-app.steps["worker"].add("sagas.consumer:ReplyBatches")
+# The orchestrator applies replies, and each domain worker handles commands, in batches, on a
+# consumer of its own (orderhub/batches.py).
+app.steps["worker"].add("orderhub.batches:Batches")
+from orderhub import topology  # noqa: E402
+
+# queue -> (its batch consumer, the setting of its batch size; 0 leaves the queue to Celery's own).
+BATCH_CONSUMERS = {topology.REPLIES_QUEUE: ("sagas.consumer:ReplyConsumer", "REPLY_BATCH")} | {
+    f"{domain}.commands": ("workers.batches:CommandConsumer", "COMMAND_BATCH") for domain in topology.DOMAINS
+}
 app.autodiscover_tasks(
     ["sagas", "workers.inventory", "workers.payments", "workers.shipping", "workers.notifications"]
 )

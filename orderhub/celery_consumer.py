@@ -157,17 +157,17 @@ class Consumer(CeleryConsumer):
         self.channel_errors = (*self.channel_errors, InconsistencyError)
 
     def cancel_task_queue(self, queue):
-        """`cancel_consumer saga.replies` pauses the orchestrator's batch consumer (sagas/consumer.py)."""
-        batches = getattr(self.controller, "reply_batches", None)
-        if queue == topology.REPLIES_QUEUE and batches is not None:
-            batches.pause()
+        """`cancel_consumer <queue>` pauses the queue's batch consumer, if it has one (orderhub/batches.py)."""
+        batches = getattr(self.controller, "batch_consumers", None) or {}
+        if queue in batches:
+            batches[queue].pause()
             return
         super().cancel_task_queue(queue)
 
     def add_task_queue(self, queue, *args, **kwargs):
-        batches = getattr(self.controller, "reply_batches", None)
-        if queue == topology.REPLIES_QUEUE and batches is not None:
-            batches.resume()
+        batches = getattr(self.controller, "batch_consumers", None) or {}
+        if queue in batches:
+            batches[queue].resume()
             return
         super().add_task_queue(queue, *args, **kwargs)
 

@@ -54,6 +54,47 @@ def _set(message_id, value, seconds):
         log.warning("could not keep the lease", message_id=str(message_id), error=repr(exc))
 
 
+def _set_many(values: dict, seconds):
+    """Several leases in one round trip (the cache's pipeline)."""
+    if not values:
+        return
+    try:
+        cache.set_many({_key(message_id): value for message_id, value in values.items()}, seconds)
+    except Exception as exc:
+        log.warning("could not keep the leases", messages=len(values), error=repr(exc))
+
+
+class holding_many:
+    """`holding` for a batch of commands (workers/batches.py): their leases in one round trip."""
+
+    def __init__(self, message_ids):
+        self.message_ids = [str(message_id) for message_id in message_ids]
+
+    def __enter__(self):
+        _start_refresher()
+        lease = f"{BUSY}@{time.time():.3f}"
+        with _lock:
+            for message_id in self.message_ids:
+                _held[message_id] = lease
+        _set_many(dict.fromkeys(self.message_ids, lease), LEASE_SECONDS)
+        return self
+
+    def __exit__(self, *exc):
+        with _lock:
+            for message_id in self.message_ids:
+                _held.pop(message_id, None)
+        return False
+
+
+def answered_many(message_ids):
+    """`answered` for a batch's replies, in one round trip."""
+    ids = [str(message_id) for message_id in message_ids]
+    with _lock:
+        for message_id in ids:
+            _held.pop(message_id, None)
+        _set_many(dict.fromkeys(ids, ANSWERED), ANSWERED_SECONDS)
+
+
 class holding:
     """While a worker handles a command: `with delivery.holding(message_id): ...`."""
 
@@ -134,9 +175,9 @@ def _start_refresher():
 def _refresh():
     while True:
         time.sleep(LEASE_SECONDS / 3)
-        with _lock:
-            held = list(_held)
-        for message_id in held:
-            with _lock:
-                if message_id in _held:
-                    _set(message_id, _held[message_id], LEASE_SECONDS)
+        with _lock:  # under the lock: a lease settled meanwhile is not put back to busy
+            by_lease = {}
+            for message_id, lease in _held.items():
+                by_lease.setdefault(lease, []).append(message_id)
+            for lease, message_ids in by_lease.items():
+                _set_many(dict.fromkeys(message_ids, lease), LEASE_SECONDS)

@@ -18,6 +18,8 @@ STEP_SECONDS = Histogram("orderhub_step_seconds", "From a step's first command t
                          ["step", "outcome"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 REPLY_BATCH = Histogram("orderhub_reply_batch_size", "Replies the orchestrator applied in one transaction",
                         buckets=(1, 2, 5, 10, 20, 50, 100, 200))
+COMMAND_BATCH = Histogram("orderhub_command_batch_size", "Commands a domain worker handled in one transaction",
+                          ["domain"], buckets=(1, 2, 4, 8, 16, 32))
 COMMANDS = Counter("orderhub_commands", "Commands a domain worker handled, by type and outcome", ["type", "outcome"])
 DEAD_LETTERS = Counter("orderhub_dead_letters_archived",
                        "Dead letters the archiver took in, by original queue and kind of reason", ["queue", "reason"])

@@ -147,6 +147,11 @@ DEADLINE_SWEEP_INTERVAL = env.float("ORDERHUB_DEADLINE_SWEEP_INTERVAL", default=
 # The orchestrator applies up to this many replies in one transaction, one commit (sagas/consumer.py):
 # what has arrived, never waiting for more. 0: Celery's consumer applies one reply per task.
 REPLY_BATCH = env.int("ORDERHUB_REPLY_BATCH", default=50)
+# Commands a domain worker takes at once (workers/batches.py; 0: one Celery task per command), and
+# how long one of its transactions may run handlers (an outside party's calls, for payments) before
+# it commits what it has.
+COMMAND_BATCH = env.int("ORDERHUB_COMMAND_BATCH", default=32)
+COMMAND_BATCH_SECONDS = env.float("ORDERHUB_COMMAND_BATCH_SECONDS", default=0.25)
 # How long a domain worker retries its own unreachable database (or a lock, or the broker while
 # replying) before it answers "outcome unknown": attempts in all, backoff from 1 s doubling up to
 # the maximum delay. The defaults ride out about 18 s; the step's own retry policy is apart.

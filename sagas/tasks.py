@@ -6,19 +6,17 @@ import structlog
 from celery import shared_task
 from celery.exceptions import Reject
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from contracts import MalformedMessage, Reply
 from orderhub.deadletters.reasons import note_reason
-from orderhub import bus, delivery, health, topology
+from orderhub import batches, bus, delivery, health, topology
 from orderhub.topology import DEADLINES_DUE_TYPE, REPLY_TYPE
 from sagas import engine, outbox
 
 log = structlog.get_logger(__name__)
 
-# Lost database connections (a restarted PostgreSQL, a killed backend) are transient.
-TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+TRANSIENT_DB_ERRORS = batches.TRANSIENT_DB_ERRORS
 
 
 @shared_task(name=REPLY_TYPE, bind=True, max_retries=None)

@@ -57,12 +57,35 @@ def stock(sku):
 def replies_held(cluster, worker="orchestrator-1"):
     """The orchestrator stops consuming saga.replies (it goes on with its ticks) until the end."""
     from orderhub import topology
+
+    with consuming_held(cluster, worker, topology.REPLIES_QUEUE):
+        yield
+
+
+@contextmanager
+def consuming_held(cluster, worker, queue):
+    """`worker` stops consuming `queue` (cancel_consumer) until the end."""
     from orderhub.celery import app
 
     (name,) = cluster.worker_names([worker])
-    answer = app.control.cancel_consumer(topology.REPLIES_QUEUE, destination=[name], reply=True)
-    assert answer, "the orchestrator did not answer cancel_consumer"
+    answer = app.control.cancel_consumer(queue, destination=[name], reply=True)
+    assert answer, f"{worker} did not answer cancel_consumer"
+    # The worker answers before it acts on it (Celery's call_soon): until the broker has seen the
+    # consumer go, a message published now may still be delivered to it.
+    eventually(lambda: queue_consumers(queue) == 0, timeout=10, message=f"{worker} no longer consuming {queue}")
     try:
         yield
     finally:
-        app.control.add_consumer(topology.REPLIES_QUEUE, destination=[name], reply=True)
+        app.control.add_consumer(queue, destination=[name], reply=True)
+
+
+def queue_consumers(queue_name):
+    """How many consumers the broker counts on a queue (a passive declare)."""
+    from orderhub.celery import app
+
+    with app.pool.acquire(block=True, timeout=2) as connection:
+        channel = connection.channel()
+        try:
+            return channel.queue_declare(queue=queue_name, passive=True).consumer_count
+        finally:
+            channel.close()
