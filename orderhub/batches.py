@@ -179,7 +179,8 @@ class BatchConsumer:
                 except socket.timeout:
                     break
             taken, self.held = self.held, []
-            self.handle(taken, connection)
+            if taken:
+                self.handle(taken, connection)
             connection.heartbeat_check()
 
     def handle(self, messages, connection=None):

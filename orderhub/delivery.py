@@ -14,8 +14,14 @@ The deadline sweep reads it to tell a participant's silence from our own backlog
   behind the sweep's marker): the deadline is put off. The lease lasts ANSWERED_SECONDS; until
   then a `busy` left behind by the worker (it lapses only LEASE seconds later) would have said
   "silent" of a participant that had answered;
+- `queued`: a worker has taken the command in a batch (workers/batches.py) and will start it once
+  the commands ahead of it in the batch are done: the command waits its turn, as it would in the
+  participant's queue, so the deadline is put off (the lease lapses within LEASE seconds if the
+  worker dies);
 - no lease: nobody holds the command. If the participant's queue holds messages, the command is
-  waiting among them (or was handed back by a worker that died): the deadline is put off.
+  waiting among them (or was handed back by a worker that died): the deadline is put off. So it
+  is while one of the participant's batch consumers is handling a batch (`in_hand`): the broker
+  delivers to it meanwhile, and what it delivered waits unread in that consumer's connection.
 
 A lease is a hint: when Redis cannot be asked, the deadline stands, as it did before leases.
 """
@@ -35,7 +41,7 @@ LEASE_SECONDS = 6.0
 RETRY_MARGIN_SECONDS = 60.0
 # How long an answered command is known as answered (its reply is applied long before, or lost).
 ANSWERED_SECONDS = 60.0
-BUSY, RETRYING, ANSWERED = "busy", "retrying", "answered"
+BUSY, RETRYING, ANSWERED, QUEUED = "busy", "retrying", "answered", "queued"
 UNKNOWN = object()
 
 _held: dict[str, str] = {}  # message id -> its busy lease
@@ -65,14 +71,18 @@ def _set_many(values: dict, seconds):
 
 
 class holding_many:
-    """`holding` for a batch of commands (workers/batches.py): their leases in one round trip."""
+    """`holding` for a batch of commands (workers/batches.py): their leases in one round trip
+    (`state=QUEUED`: taken, waiting their turn behind the rest of the batch)."""
 
-    def __init__(self, message_ids):
+    def __init__(self, message_ids, state=BUSY, *, in_hand: str | None = None):
         self.message_ids = [str(message_id) for message_id in message_ids]
+        if in_hand:
+            self.message_ids.append(_in_hand_id(in_hand))
+        self.state = state
 
     def __enter__(self):
         _start_refresher()
-        lease = f"{BUSY}@{time.time():.3f}"
+        lease = f"{self.state}@{time.time():.3f}"
         with _lock:
             for message_id in self.message_ids:
                 _held[message_id] = lease
@@ -84,6 +94,17 @@ class holding_many:
             for message_id in self.message_ids:
                 _held.pop(message_id, None)
         return False
+
+
+def _in_hand_id(queue):
+    return f"in-hand:{queue}"
+
+
+def in_hand(queue) -> bool:
+    """Whether a consumer of `queue` is handling a batch, or was within LEASE_SECONDS: commands
+    the broker delivered to it meanwhile wait unread in its connection, neither in the queue nor
+    leased, and their deadlines are put off as if they were still in the queue."""
+    return _read(_in_hand_id(queue)) not in (None, UNKNOWN)
 
 
 def answered_many(message_ids):
@@ -139,7 +160,11 @@ def _settle(message_id, value, seconds):
 def state(message_id):
     """BUSY, RETRYING, ANSWERED, None (nobody holds it) or UNKNOWN (Redis could not be asked)."""
     lease = _read(message_id)
-    return BUSY if isinstance(lease, str) and lease.startswith(BUSY) else lease
+    if isinstance(lease, str):
+        for held in (BUSY, QUEUED):
+            if lease.startswith(held):
+                return held
+    return lease
 
 
 def busy_for(message_id) -> float | None:

@@ -140,7 +140,7 @@ def participant_backlog():
         if queue is None:
             return None
         held = delivery.state(message_id)
-        if held in (delivery.RETRYING, delivery.ANSWERED):
+        if held in (delivery.RETRYING, delivery.ANSWERED, delivery.QUEUED):
             return {"participant": held}
         if held == delivery.BUSY:
             busy = delivery.busy_for(message_id)
@@ -157,6 +157,8 @@ def participant_backlog():
                 depths[queue] = None
         if depths[queue]:
             return {"queue_backlog": depths[queue]}
+        if delivery.in_hand(queue):
+            return {"participant": "batch in hand", "queue_backlog": depths[queue]}
         return {"stands": "nobody holds it" + ("" if depths[queue] is not None else "; queue depth unknown"),
                 "queue_backlog": depths[queue]}
 

@@ -40,6 +40,12 @@ from workers import messaging
 log = structlog.get_logger(__name__)
 
 
+def _trace_headers(message) -> dict | None:
+    headers = message.headers if isinstance(message.headers, dict) else {}
+    found = {name: headers[name] for name in ("traceparent", "tracestate") if isinstance(headers.get(name), str)}
+    return found or None
+
+
 class CommandConsumer(BatchConsumer):
     label = "command"
 
@@ -104,10 +110,15 @@ class CommandConsumer(BatchConsumer):
     def run_batch(self, items):
         close_old_connections()  # (and a health check of the connection, once per batch)
         while items:
-            commands = [item[-1] for item in items]
+            head, rest = items[:messaging.SAVEPOINTS_PER_TRANSACTION], items[messaging.SAVEPOINTS_PER_TRANSACTION:]
+            commands = [item[-1] for item in head]
+            # Each handler's span is a child of the publish that its message's headers carry, as
+            # Celery's task run would be (orderhub/tracing.py).
+            parents = {command.message_id: _trace_headers(message) for message, *_, command in head}
             try:
-                with delivery.holding_many([command.message_id for command in commands]):
-                    handled = messaging.handle_batch(commands)
+                with delivery.holding_many([item[-1].message_id for item in rest], delivery.QUEUED), \
+                        delivery.holding_many([command.message_id for command in commands], in_hand=self.queue_name):
+                    handled = messaging.handle_batch(commands, parents=parents)
             except Exception as exc:
                 log.warning("a batch of commands failed; handling them one at a time", commands=len(items),
                             error=f"{type(exc).__name__}: {exc}"[:300])

@@ -174,7 +174,7 @@ SLOW_HOLD_SECONDS = 10.0
 _slow_until: dict[str, float] = {}
 
 
-def handle_batch(commands: list[Command]) -> list[tuple[Reply | None, dict | None]]:
+def handle_batch(commands: list[Command], *, parents: dict | None = None) -> list[tuple[Reply | None, dict | None]]:
     """Handle the first of `commands` (one domain's, distinct message ids) in one transaction, and
     return (reply, body to publish) for each command handled, in order: a prefix of `commands`,
     which the caller publishes and acks before it hands the rest in again. The reply is None when
@@ -186,7 +186,8 @@ def handle_batch(commands: list[Command]) -> list[tuple[Reply | None, dict | Non
     have run for ORDERHUB_COMMAND_BATCH_SECONDS in all (payments: the provider's time), so a slow
     call holds few replies, and after one handler alone took that long, it takes one command
     (SLOW_HOLD_SECONDS). Any error but a rejection rolls it all back: the caller handles the
-    commands again one by one (`run_command`), where each failure is sorted as it always is."""
+    commands again one by one (`run_command`), where each failure is sorted as it always is.
+    `parents`: message id -> the trace context its message's headers carried (the publish's)."""
     database = domain_of(commands[0].type)
     inbox_model = apps.get_model(database, "Inbox")
     budget = settings.COMMAND_BATCH_SECONDS
@@ -206,7 +207,8 @@ def handle_batch(commands: list[Command]) -> list[tuple[Reply | None, dict | Non
                     handled.append((reply, reply.to_dict()))
                 else:
                     started = time.monotonic()
-                    with tracing.span(f"handle {command.type}", command.trace, kind="consumer",
+                    parent = (parents or {}).get(command.message_id) or command.trace
+                    with tracing.span(f"handle {command.type}", parent, kind="consumer",
                                       **{"orderhub.saga_id": command.saga_id, "orderhub.step": command.step,
                                          "orderhub.attempt": command.attempt,
                                          "messaging.message.id": command.message_id}):

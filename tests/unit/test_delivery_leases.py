@@ -93,3 +93,23 @@ def test_a_command_answered_puts_its_deadline_off_though_its_busy_lease_has_not_
     assert delivery.state(held) == delivery.ANSWERED
     assert tasks.participant_backlog()("payments.authorize", held) == {"participant": "answered"}
 
+
+
+def test_commands_of_a_batch_are_busy_or_queued_and_a_batch_in_hand_puts_off_an_unleased_one(depth):
+    """workers/batches.py: the commands of the transaction under way are busy, the rest of the batch
+    queued behind them; and while a consumer of the queue has a batch in hand, what the broker
+    delivered to it meanwhile (unread, unleased, not in the queue) is not taken for silence."""
+    running, waiting, unread = message_id(), message_id(), message_id()
+    backlog = tasks.participant_backlog()
+    with delivery.holding_many([waiting], delivery.QUEUED), \
+            delivery.holding_many([running], in_hand="payments.commands"):
+        assert delivery.state(running) == delivery.BUSY
+        assert backlog("payments.authorize", waiting) == {"participant": "queued"}
+        assert backlog("payments.authorize", unread) == {"participant": "batch in hand", "queue_backlog": 0}
+        assert backlog("payments.authorize", running, busy_grace=30)["participant"] == "busy"
+    delivery.answered_many([running])
+    assert delivery.state(running) == delivery.ANSWERED
+    # The batch's mark lapses LEASE_SECONDS after it ended; then an unleased command's deadline stands.
+    eventually(lambda: not delivery.in_hand("payments.commands"), timeout=delivery.LEASE_SECONDS + 3,
+               message="the batch's mark to lapse")
+    assert tasks.participant_backlog()("payments.authorize", unread)["stands"] == "nobody holds it"
