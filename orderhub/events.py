@@ -23,7 +23,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from django.db import transaction
+
 
 from orderhub.topology import EVENTS_EXCHANGE as EXCHANGE
 SOURCE = "/orderhub/orders"
@@ -68,9 +68,7 @@ def event_record(event_type: str, *, subject: str, data: dict, saga_id=None):
 
     event = cloudevent(event_type, subject=subject, data=data, saga_id=saga_id)
     kind = OUTBOX_PREFIX + event_type
-    row = OutboxMessage.objects.create(id=event["id"], message_type=kind, saga_id=saga_id or uuid.UUID(int=0),
-                                       body=event)
-    transaction.on_commit(lambda: outbox.publish_committed([(row.id, kind, event)]), robust=True)
+    outbox.write(OutboxMessage(id=event["id"], message_type=kind, saga_id=saga_id or uuid.UUID(int=0), body=event))
     return event
 
 

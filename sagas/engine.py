@@ -20,6 +20,7 @@ from contracts import Command, Reply, Retry, is_compensation, message_types
 from contracts.envelope import INFRASTRUCTURE_UNAVAILABLE, payload_for
 from orderhub import tracing
 from sagas import outbox
+from sagas.bulk import update_rows
 from sagas.models import OutboxMessage, SagaEvent, SagaInstance, SagaStatus, SagaStep, StepStatus
 
 log = structlog.get_logger(__name__)
@@ -277,12 +278,13 @@ def replies_apply(replies: list[Reply]) -> list[tuple[str, str]]:
     for a saga pinned to a definition version this release does not load (nothing of that reply is
     written; the others go through). Any other error rolls the whole batch back: the consumer then
     applies its replies one per transaction, so a failing reply fails alone."""
-    with transaction.atomic():
+    with transaction.atomic(), outbox.collected():
         wanted = sorted({_saga_key(reply.saga_id) for reply in replies} - {None})
         sagas = {saga.id: saga for saga in SagaInstance.objects.select_for_update().filter(id__in=wanted).order_by("id")}
         for saga in sagas.values():
             saga._steps = {}
             saga._applied = 0
+            saga._dirty_steps = {}
         for step in SagaStep.objects.filter(saga_id__in=sagas):
             sagas[step.saga_id]._steps[step.index] = step
         events, seen, results = [], set(), []
@@ -302,6 +304,8 @@ def replies_apply(replies: list[Reply]) -> list[tuple[str, str]]:
                 # rules for late and duplicate replies, so it is written first.
                 SagaEvent.objects.bulk_create(events)
                 events = []
+                _write_steps(sagas.values())
+                outbox.flush()
             seen.add(saga.id)
             saga._events = events
             with tracing.span(f"reply apply {reply.step}", reply.trace, kind="consumer", **{
@@ -314,11 +318,34 @@ def replies_apply(replies: list[Reply]) -> list[tuple[str, str]]:
             results.append((outcome, ""))
             transaction.on_commit(lambda saga=saga, reply=reply, outcome=outcome: _count_reply(saga, reply, outcome))
         SagaEvent.objects.bulk_create(events)
-        for saga in sagas.values():
-            if saga._applied:
-                saga.version += saga._applied
-                saga.save()
+        _write_steps(sagas.values())
+        moved = [saga for saga in sagas.values() if saga._applied]
+        for saga in moved:
+            saga.version += saga._applied
+        update_rows(SagaInstance, moved, SAGA_FIELDS)
         return results
+
+
+# What a batch of replies writes back, each in one statement (sagas/bulk.py).
+SAGA_FIELDS = [f.name for f in SagaInstance._meta.concrete_fields if f.name not in ("id", "created_at")]
+STEP_FIELDS = [f.name for f in SagaStep._meta.concrete_fields if f.name not in ("id", "saga")]
+
+
+def _save_step(saga, step):
+    """Save a step now, or, in a batch of replies, when the batch writes its steps."""
+    dirty = getattr(saga, "_dirty_steps", None)
+    if dirty is None:
+        step.save()
+    else:
+        dirty[step.id] = step
+
+
+def _write_steps(sagas):
+    steps = []
+    for saga in sagas:
+        steps.extend(saga._dirty_steps.values())
+        saga._dirty_steps = {}
+    update_rows(SagaStep, steps, STEP_FIELDS)
 
 
 def _saga_key(saga_id):
@@ -427,7 +454,7 @@ def _on_action_reply(saga, definition, step, reply):
     else:
         step.status = StepStatus.FAILED
         step.finished_at = now
-        step.save()
+        _save_step(saga, step)
         _compensate_from(saga, definition, step.index - 1, reason=reply.reason)
 
 
@@ -435,7 +462,7 @@ def _action_succeeded(saga, definition, step, reply, now):
     step.status = StepStatus.SUCCEEDED
     step.finished_at = now
     step.error = ""
-    step.save()
+    _save_step(saga, step)
     saga.context.setdefault("results", {})[step.name] = reply.data
     step_succeeded.send(sender=SagaInstance, saga=saga, step=step.name, data=reply.data)
     if saga.cancel_requested and not definition.past_pivot(step.index):
@@ -456,7 +483,7 @@ def _on_unknown_outcome(saga, definition, step, now, *, reason):
         return
     step.status = StepStatus.UNKNOWN
     step.finished_at = now
-    step.save()
+    _save_step(saga, step)
     _compensate_from(saga, definition, step.index, reason=reason)
 
 
@@ -467,7 +494,7 @@ def _forward_again(saga, definition, step, now, *, why, backoff=True):
     if step.attempts - step.attempts_at_resume >= spec.max_attempts:
         step.status = StepStatus.STUCK
         step.error = f"stuck after {spec.max_attempts} attempts; last: {why}"[:2000]
-        step.save()
+        _save_step(saga, step)
         log.error("forward step stuck", saga_id=str(saga.id), step=step.name, why=why)
         saga.failure_reason = FORWARD_STEP_STUCK
         _end(saga, SagaStatus.STUCK)
@@ -477,7 +504,7 @@ def _forward_again(saga, definition, step, now, *, why, backoff=True):
         return
     step.status = StepStatus.RETRY_WAIT
     step.deadline_at = now + timedelta(seconds=spec.retry.delay(min(step.attempts - 1, 20)))
-    step.save()
+    _save_step(saga, step)
 
 
 def _on_compensation_reply(saga, definition, step, reply):
@@ -500,14 +527,14 @@ def _on_compensation_reply(saga, definition, step, reply):
 def _compensation_succeeded(saga, definition, step, now):
     step.status = StepStatus.COMPENSATED
     step.compensated_at = now
-    step.save()
+    _save_step(saga, step)
     _compensate_from(saga, definition, step.index - 1, reason=saga.failure_reason)
 
 
 def _compensation_failed(saga, step, error):
     step.status = StepStatus.COMPENSATION_FAILED
     step.error = f"compensation failed: {error}"
-    step.save()
+    _save_step(saga, step)
     _end(saga, SagaStatus.COMPENSATION_FAILED)
 
 
@@ -591,7 +618,7 @@ def _send(saga, definition, step, *, compensation: bool):
     step.deadline_at = deadline
     step.resends = 0
     step.deferrals = 0
-    step.save()
+    _save_step(saga, step)
     _event(saga, step.name, SagaEvent.Kind.COMMAND, command.message_id, message_type, command.to_dict())
     outbox.enqueue(command)
 

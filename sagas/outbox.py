@@ -30,12 +30,53 @@ _confirmed_batch = confirms.confirmed_batch
 
 
 def enqueue(command: Command) -> OutboxMessage:
-    body = command.to_dict()
-    row = OutboxMessage.objects.create(
-        id=command.message_id, message_type=command.type, saga_id=command.saga_id, body=body
-    )
-    transaction.on_commit(lambda: publish_committed([(row.id, row.message_type, body)]), robust=True)
+    return write(OutboxMessage(id=command.message_id, message_type=command.type, saga_id=command.saga_id,
+                               body=command.to_dict()))
+
+
+def write(row: OutboxMessage) -> OutboxMessage:
+    """Write a row in the caller's transaction, published once it commits. Within `collected()`
+    (a batch of replies: sagas/engine.py), the rows are written together, in one insert, when
+    the batch flushes, and published together."""
+    rows = getattr(_collecting, "rows", None)
+    if rows is not None:
+        rows.append(row)
+        return row
+    row.save(force_insert=True)
+    transaction.on_commit(lambda: publish_committed([(row.id, row.message_type, row.body)]), robust=True)
     return row
+
+
+_collecting = threading.local()
+
+
+class collected:
+    """`with outbox.collected(): ...` holds the rows written inside for one insert, made by
+    `flush()` (and at the end, unless an error is on its way out, which rolls them back anyway)."""
+
+    def __enter__(self):
+        self.outer = getattr(_collecting, "rows", None)
+        _collecting.rows = []
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                flush()
+        finally:
+            _collecting.rows = self.outer
+        return False
+
+
+def flush():
+    """Insert the rows collected so far (one statement) and publish them together after commit."""
+    rows = getattr(_collecting, "rows", None)
+    if not rows:
+        return
+    _collecting.rows = []
+    OutboxMessage.objects.bulk_create(rows)
+    transaction.on_commit(lambda: publish_committed([(row.id, row.message_type, row.body) for row in rows]),
+                          robust=True)
 
 
 def resend(message_id):
