@@ -28,6 +28,7 @@ from celery import bootsteps
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 from kombu import Consumer
+from kombu.exceptions import ContentDisallowed, DecodeError
 
 from orderhub import celery_consumer, topology
 from orderhub.deadletters.reasons import message_key, note_reason
@@ -186,6 +187,30 @@ class BatchConsumer:
     def handle(self, messages, connection=None):
         """Handle `messages` in order, and ack or reject each one."""
         raise NotImplementedError
+
+    # How a task message Celery could not run is described (after "malformed: ").
+    problem_prefix = ""
+
+    def read_task(self, message, known) -> tuple[str, list, dict]:
+        """(task name, args, kwargs) of a task message whose task is in `known`, checked as
+        Celery's consumer checks it (orderhub/celery_consumer.py); Poison with the reason otherwise."""
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        task_name = headers.get("task")
+        if task_name is None:
+            raise Poison("malformed: not a task message (no task header)")
+        if task_name not in known:
+            raise Poison(f"malformed: unknown task {task_name!r:.200}")
+        try:
+            problem = celery_consumer.task_message_problem(self.app, message)
+            if not problem:
+                args, kwargs, _ = message.decode()
+        except (DecodeError, ContentDisallowed) as exc:
+            raise Poison(f"malformed: cannot decode the body ({message.content_type}): {exc}") from None
+        except Exception as exc:  # a compression header that lies, ...: Celery's consumer says the same
+            raise Poison(f"malformed: {type(exc).__name__}: {exc}"[:1000]) from None
+        if problem:
+            raise Poison(f"malformed: {self.problem_prefix}{problem}")
+        return task_name, list(args), dict(kwargs)
 
     # --- for the subclasses -----------------------------------------------------------------
     def _with_database(self, work, connection):

@@ -135,6 +135,17 @@ class holding:
         return False
 
 
+def mark(message_id, state):
+    """Change the lease of a command held (`holding_many`) to `state` since now, in memory: the
+    refresher writes it within LEASE_SECONDS/3. A batch's handler marks its command busy when it
+    starts and queued when it is done and waits for the batch's commit (workers/messaging.py), so a
+    slow call in the batch leaves the others waiting their turn, not silent; and a batch that ends
+    quickly costs no write for it."""
+    with _lock:
+        if str(message_id) in _held:
+            _held[str(message_id)] = f"{state}@{time.time():.3f}"
+
+
 def release(message_id):
     with _lock:
         _held.pop(str(message_id), None)

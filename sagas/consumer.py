@@ -29,10 +29,9 @@ would Celery's own consumer (orderhub/celery_consumer.py).
 """
 import structlog
 from django.db import close_old_connections
-from kombu.exceptions import ContentDisallowed, DecodeError
 
 from contracts import MalformedMessage, Reply
-from orderhub import celery_consumer, process_metrics
+from orderhub import process_metrics
 from orderhub.batches import BatchConsumer, Poison, Stopping
 from orderhub.topology import DEADLINES_DUE_TYPE, REPLIES_QUEUE, REPLY_TYPE
 
@@ -42,6 +41,7 @@ log = structlog.get_logger(__name__)
 class ReplyConsumer(BatchConsumer):
     queue_name = REPLIES_QUEUE
     label = "reply"
+    problem_prefix = "invalid task message: "
 
     def handle(self, messages, connection=None):
         """Apply what `messages` hold, in order, and ack or reject each one."""
@@ -66,22 +66,10 @@ class ReplyConsumer(BatchConsumer):
 
     def read(self, message):
         """(the task name, its one argument) of a reply or a sweep marker; Poison otherwise."""
-        headers = message.headers if isinstance(message.headers, dict) else {}
-        task = headers.get("task")
-        if task is None:
-            raise Poison("malformed: not a task message (no task header)")
-        if task not in (REPLY_TYPE, DEADLINES_DUE_TYPE):
-            raise Poison(f"malformed: unknown task {task!r:.200}")
-        try:
-            problem = celery_consumer.task_message_problem(self.app, message)
-            if not problem:
-                (body,), _, _ = message.decode()
-        except (DecodeError, ContentDisallowed) as exc:
-            raise Poison(f"malformed: cannot decode the body ({message.content_type}): {exc}") from None
-        except Exception as exc:  # a compression header that lies, ...: Celery's consumer says the same
-            raise Poison(f"malformed: {type(exc).__name__}: {exc}"[:1000]) from None
-        if problem:
-            raise Poison(f"malformed: invalid task message: {problem}")
+        task, args, _ = self.read_task(message, (REPLY_TYPE, DEADLINES_DUE_TYPE))
+        if len(args) != 1:
+            raise Poison(f"malformed: {self.problem_prefix}{task} takes one argument, not {len(args)}")
+        [body] = args
         if task == DEADLINES_DUE_TYPE:
             return task, body
         try:

@@ -12,7 +12,9 @@ consumer and the command tasks). A batch:
 2. the commands that arrive for the first time are handled together (`messaging.handle_batch`):
    their message ids claimed and their inbox rows read in one statement, each handler in a
    savepoint of its own, the inbox rows written in one insert, one commit. Their leases
-   (orderhub/delivery.py) are written in one Redis round trip;
+   (orderhub/delivery.py) are written in one Redis round trip, `queued`; each handler marks its
+   command busy while it runs and queued again once done (the refresher writes the marks), so the
+   commands of a batch held open by a slow call are waiting their turn, not silent;
 3. their replies are published on a channel in confirm mode and confirmed with one wait
    (orderhub/confirms.py); then each command is acked. A command whose reply the broker did not
    confirm goes back to its queue: its copy finds the stored reply in the inbox and sends it again;
@@ -28,11 +30,10 @@ import structlog
 from celery.app.trace import trace_task
 from celery.states import IGNORED, REJECTED, RETRY
 from django.db import close_old_connections
-from kombu.exceptions import ContentDisallowed, DecodeError
 
 from contracts import Command, MalformedMessage
 from contracts.envelope import is_one_way
-from orderhub import celery_consumer, confirms, delivery, process_metrics
+from orderhub import confirms, delivery, process_metrics
 from orderhub.batches import BatchConsumer, Poison
 from orderhub.topology import REPLY_TYPE
 from workers import messaging
@@ -74,23 +75,7 @@ class CommandConsumer(BatchConsumer):
 
     def read(self, message):
         """(task name, args, kwargs) of a task message; Poison with the reason otherwise."""
-        headers = message.headers if isinstance(message.headers, dict) else {}
-        task_name = headers.get("task")
-        if task_name is None:
-            raise Poison("malformed: not a task message (no task header)")
-        if task_name not in self.app.tasks:
-            raise Poison(f"malformed: unknown task {task_name!r:.200}")
-        try:
-            problem = celery_consumer.task_message_problem(self.app, message)
-            if not problem:
-                args, kwargs, _ = message.decode()
-        except (DecodeError, ContentDisallowed) as exc:
-            raise Poison(f"malformed: cannot decode the body ({message.content_type}): {exc}") from None
-        except Exception as exc:  # a compression header that lies, ...: Celery's consumer says the same
-            raise Poison(f"malformed: {type(exc).__name__}: {exc}"[:1000]) from None
-        if problem:
-            raise Poison(f"malformed: {problem}")
-        return task_name, list(args), dict(kwargs)
+        return self.read_task(message, self.app.tasks)
 
     def _command(self, task_name, args, kwargs) -> Command | None:
         """The command, when it can go in a batch: a first attempt of this domain's command whose
@@ -110,14 +95,15 @@ class CommandConsumer(BatchConsumer):
     def run_batch(self, items):
         close_old_connections()  # (and a health check of the connection, once per batch)
         while items:
-            head, rest = items[:messaging.SAVEPOINTS_PER_TRANSACTION], items[messaging.SAVEPOINTS_PER_TRANSACTION:]
+            head = items[:messaging.SAVEPOINTS_PER_TRANSACTION]
             commands = [item[-1] for item in head]
             # Each handler's span is a child of the publish that its message's headers carry, as
             # Celery's task run would be (orderhub/tracing.py).
             parents = {command.message_id: _trace_headers(message) for message, *_, command in head}
             try:
-                with delivery.holding_many([item[-1].message_id for item in rest], delivery.QUEUED), \
-                        delivery.holding_many([command.message_id for command in commands], in_hand=self.queue_name):
+                # All queued at first: each handler marks its own command busy while it runs.
+                with delivery.holding_many([item[-1].message_id for item in items], delivery.QUEUED,
+                                           in_hand=self.queue_name):
                     handled = messaging.handle_batch(commands, parents=parents)
             except Exception as exc:
                 log.warning("a batch of commands failed; handling them one at a time", commands=len(items),

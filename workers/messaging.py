@@ -207,6 +207,7 @@ def handle_batch(commands: list[Command], *, parents: dict | None = None) -> lis
                     handled.append((reply, reply.to_dict()))
                 else:
                     started = time.monotonic()
+                    delivery.mark(command.message_id, delivery.BUSY)
                     parent = (parents or {}).get(command.message_id) or command.trace
                     with tracing.span(f"handle {command.type}", parent, kind="consumer",
                                       **{"orderhub.saga_id": command.saga_id, "orderhub.step": command.step,
@@ -215,6 +216,7 @@ def handle_batch(commands: list[Command], *, parents: dict | None = None) -> lis
                         reply = _run_handler(database, _HANDLERS[command.type], command)
                         body = reply.to_dict()
                         body["trace"] = tracing.carrier() or body["trace"]
+                    delivery.mark(command.message_id, delivery.QUEUED)  # done; waits for the commit
                     took = time.monotonic() - started
                     spent += took
                     if took >= budget:

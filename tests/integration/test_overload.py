@@ -8,7 +8,7 @@ from orderhub.orders.models import Order
 from sagas.definitions import PLACE_ORDER
 from sagas.models import SagaEvent, SagaStep
 from tests.conftest import eventually
-from tests.integration.helpers import api_client, place, product, replies_held, wait_ended
+from tests.integration.helpers import api_client, consuming_held, place, product, replies_held, wait_ended
 from workers.inventory.models import Reservation
 from workers.payments.models import ProviderCharge
 
@@ -61,3 +61,23 @@ def test_a_command_queued_behind_a_slow_one_waits_its_turn_and_the_slow_one_stil
     assert SagaEvent.objects.filter(saga_id=healthy_order.saga_id, kind="deferred").count() == authorize.deferrals
     assert ProviderCharge.objects.filter(idempotency_key=f"{healthy_order.saga_id}:authorize",
                                          status="captured").count() == 1
+
+
+def test_a_command_done_in_the_same_batch_as_a_slow_one_waits_for_its_commit_and_is_not_timed_out(live):
+    """workers/batches.py: the healthy authorization is handled first, in the transaction the slow
+    one then holds open for about 18 s, past the healthy step's deadline. Its reply waits for that
+    commit; the sweep must see it waiting its turn (queued), not a participant gone silent."""
+    sku = product(stock=5)
+    client = api_client()
+    with consuming_held(live, "payments-1", "payments.commands"):
+        healthy = place(client, sku=sku, token="tok_ok")["id"]
+        eventually(lambda: bus.queue_backlog("payments.commands") >= 1, message="the healthy authorization queued")
+        slow = place(client, sku=sku, token="tok_slow")["id"]
+        eventually(lambda: bus.queue_backlog("payments.commands") >= 2, message="the slow authorization queued behind it")
+
+    healthy_order = wait_ended(healthy, timeout=60)
+    slow_order = wait_ended(slow, timeout=60)
+    assert (slow_order.status, slow_order.failure_reason) == ("failed", "deadline_exceeded")
+    assert (healthy_order.status, healthy_order.failure_reason) == ("completed", None)
+    authorize = SagaStep.objects.get(saga_id=healthy_order.saga_id, name="authorize")
+    assert authorize.resends == 0 and authorize.attempts == 1

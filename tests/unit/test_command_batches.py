@@ -7,7 +7,8 @@ import pytest
 from django.db import connections
 
 from contracts import Command
-from tests.unit.sagas.saga_harness import place_order_context
+from tests.unit.inventory_commands import available as stock_available
+from tests.unit.inventory_commands import reserve_command
 from workers import messaging
 from workers.inventory import handlers  # noqa: F401  (registers the inventory handlers)
 from workers.inventory.models import Inbox, Reservation, StockItem
@@ -15,10 +16,8 @@ from workers.inventory.models import Inbox, Reservation, StockItem
 pytestmark = pytest.mark.django_db(databases="__all__", transaction=True)
 
 
-def reserve(quantity=1, **overrides):
-    context = place_order_context(items=[{"sku": "BATCH-1", "quantity": quantity}]) | overrides
-    return Command(type="inventory.reserve", saga_id=str(uuid.uuid4()), step="reserve_stock", attempt=1,
-                   payload=context, correlation_id=context["order_id"])
+def reserve(quantity=1):
+    return reserve_command(quantity, sku="BATCH-1")
 
 
 @pytest.fixture
@@ -27,7 +26,7 @@ def stock():
 
 
 def available():
-    return StockItem.objects.using("inventory").get(sku="BATCH-1").available
+    return stock_available("BATCH-1")
 
 
 def inbox_transactions(commands):

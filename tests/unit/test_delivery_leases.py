@@ -113,3 +113,19 @@ def test_commands_of_a_batch_are_busy_or_queued_and_a_batch_in_hand_puts_off_an_
     eventually(lambda: not delivery.in_hand("payments.commands"), timeout=delivery.LEASE_SECONDS + 3,
                message="the batch's mark to lapse")
     assert tasks.participant_backlog()("payments.authorize", unread)["stands"] == "nobody holds it"
+
+
+def test_a_batch_handler_marks_its_command_busy_while_it_runs_and_queued_once_done(depth):
+    """workers/messaging.py handle_batch: a command done and waiting for its batch's commit (behind a
+    slow call) is waiting its turn, not silent; the one running is busy since it started. The
+    refresher writes the marks."""
+    done, running = message_id(), message_id()
+    backlog = tasks.participant_backlog()
+    with delivery.holding_many([done, running], delivery.QUEUED):
+        assert delivery.state(running) == delivery.QUEUED
+        delivery.mark(running, delivery.BUSY)
+        eventually(lambda: delivery.state(running) == delivery.BUSY, timeout=delivery.LEASE_SECONDS,
+                   message="the refresher to write the running command's busy lease")
+        assert delivery.state(done) == delivery.QUEUED
+        assert backlog("payments.authorize", done) == {"participant": "queued"}
+        assert backlog("payments.authorize", running, busy_grace=0)["stands"] == "participant busy"

@@ -1,10 +1,9 @@
 """The worker's inbox (workers/messaging.py `handle`): one effect per message id, whatever arrives."""
-import uuid
 
 import pytest
 
 from contracts import Command
-from tests.unit.sagas.saga_harness import place_order_context
+from tests.unit.inventory_commands import available, reserve_command
 from workers import messaging
 from workers.inventory import handlers  # noqa: F401  (registers the inventory handlers)
 from workers.inventory.models import Inbox, Reservation, StockItem
@@ -12,19 +11,9 @@ from workers.inventory.models import Inbox, Reservation, StockItem
 pytestmark = pytest.mark.django_db(databases="__all__")
 
 
-def reserve_command(**overrides):
-    context = place_order_context(items=[{"sku": "INBOX-1", "quantity": 2}]) | overrides
-    return Command(type="inventory.reserve", saga_id=str(uuid.uuid4()), step="reserve_stock", attempt=1,
-                   payload=context, correlation_id=context["order_id"])
-
-
 @pytest.fixture
 def stock():
     return StockItem.objects.using("inventory").create(sku="INBOX-1", available=5)
-
-
-def available():
-    return StockItem.objects.using("inventory").get(sku="INBOX-1").available
 
 
 def test_a_command_handled_twice_has_one_effect_and_the_same_reply(stock):
