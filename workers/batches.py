@@ -109,8 +109,12 @@ class CommandConsumer(BatchConsumer):
                 log.warning("a batch of commands failed; handling them one at a time", commands=len(items),
                             error=f"{type(exc).__name__}: {exc}"[:300])
                 close_old_connections()
-                for message, task_name, args, kwargs, _ in items:
-                    self.run_alone(message, task_name, args, kwargs)
+                # Those waiting for their turn stay queued (the one running alone is busy: run_command's
+                # own lease), so a slow one among them does not make the others look silent.
+                with delivery.holding_many([item[-1].message_id for item in items], delivery.QUEUED,
+                                           in_hand=self.queue_name):
+                    for message, task_name, args, kwargs, _ in items:
+                        self.run_alone(message, task_name, args, kwargs)
                 return
             process_metrics.COMMAND_BATCH.labels(self.domain).observe(len(handled))
             self.reply_and_ack(items[:len(handled)], handled)

@@ -214,3 +214,25 @@ def test_a_reply_the_broker_does_not_confirm_sends_its_command_back_to_the_queue
 
     assert [m.settled for m in messages] == ["ack", "requeue", "ack"]
     assert sorted(answered) == sorted([commands[0].message_id, commands[2].message_id])
+
+
+def test_after_a_failed_batch_the_commands_waiting_to_run_alone_stay_queued(monkeypatch):
+    """One of them may be slow (a provider call): the others waiting behind it are not silent."""
+    from orderhub import delivery
+    from orderhub.celery import app
+    from workers.batches import CommandConsumer
+
+    def fails(commands, **kwargs):
+        raise RuntimeError("a bug in one of them")
+
+    seen = []
+    commands = [reserve(), reserve(), reserve()]
+    consumer = CommandConsumer(app, batch=32, queue_name="inventory.commands")
+    monkeypatch.setattr(messaging, "handle_batch", fails)
+    # Held (so the refresher keeps their leases for as long as it takes) and queued.
+    monkeypatch.setattr(consumer, "run_alone", lambda message, *rest: seen.append(
+        [(str(command.message_id) in delivery._held, delivery.state(command.message_id)) for command in commands]))
+    consumer.run_batch([(FakeMessage(c), "inventory.reserve", [c.to_dict()], {}, c) for c in commands])
+
+    assert seen == [[(True, delivery.QUEUED)] * 3] * 3
+    assert delivery.in_hand("inventory.commands")
