@@ -82,17 +82,20 @@ class holding_many:
 
     def __enter__(self):
         _start_refresher()
-        lease = f"{self.state}@{time.time():.3f}"
+        self.lease = f"{self.state}@{time.time():.3f}"
         with _lock:
             for message_id in self.message_ids:
-                _held[message_id] = lease
-        _set_many(dict.fromkeys(self.message_ids, lease), LEASE_SECONDS)
+                _held[message_id] = self.lease
+        _set_many(dict.fromkeys(self.message_ids, self.lease), LEASE_SECONDS)
         return self
 
     def __exit__(self, *exc):
+        # What the leases say now (`mark`) is written as they are let go: left to the refresher, a
+        # handler's busy could outlive its batch, and a command done and waiting for its reply to
+        # be confirmed would look busy for as long as the lease lasts.
         with _lock:
-            for message_id in self.message_ids:
-                _held.pop(message_id, None)
+            final = {message_id: _held.pop(message_id) for message_id in self.message_ids if message_id in _held}
+        _set_many({message_id: lease for message_id, lease in final.items() if lease != self.lease}, LEASE_SECONDS)
         return False
 
 

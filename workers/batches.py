@@ -139,7 +139,9 @@ class CommandConsumer(BatchConsumer):
         delivery.answered_many(answered)
         for (message, _, _, _, command), (reply, _) in zip(items, handled):
             if reply is not None and not is_one_way(command.type) and str(command.message_id) not in answered:
-                # The reply is durable in the inbox: the redelivered copy sends it again.
+                # The reply is durable in the inbox: the redelivered copy sends it again (the lease
+                # says so meanwhile, as for a retry: the participant will answer).
+                delivery.retrying(command.message_id, 0)
                 message.reject(requeue=True)
             else:
                 message.ack()

@@ -213,6 +213,8 @@ def test_a_reply_the_broker_does_not_confirm_sends_its_command_back_to_the_queue
                            [(reply, reply.to_dict()) for reply in replies])
 
     assert [m.settled for m in messages] == ["ack", "requeue", "ack"]
+    # Until its copy comes back, the participant is known to be answering it, as on a retry.
+    assert delivery.state(commands[1].message_id) == delivery.RETRYING
     assert sorted(answered) == sorted([commands[0].message_id, commands[2].message_id])
 
 

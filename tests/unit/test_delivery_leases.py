@@ -129,3 +129,15 @@ def test_a_batch_handler_marks_its_command_busy_while_it_runs_and_queued_once_do
         assert delivery.state(done) == delivery.QUEUED
         assert backlog("payments.authorize", done) == {"participant": "queued"}
         assert backlog("payments.authorize", running, busy_grace=0)["stands"] == "participant busy"
+
+
+def test_a_batch_lets_its_leases_go_as_they_stand_not_as_the_refresher_last_wrote_them(depth):
+    """A handler's busy, once written by the refresher, must not outlive it: the command done and
+    waiting for its reply to be confirmed is queued, not busy since its handler began."""
+    command = message_id()
+    with delivery.holding_many([command], delivery.QUEUED):
+        delivery.mark(command, delivery.BUSY)
+        eventually(lambda: delivery.state(command) == delivery.BUSY, timeout=delivery.LEASE_SECONDS,
+                   message="the refresher to write the busy lease")
+        delivery.mark(command, delivery.QUEUED)
+    assert delivery.state(command) == delivery.QUEUED
