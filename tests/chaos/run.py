@@ -556,7 +556,9 @@ def expected_dead_letters(placed, poison_keys):
 def unrecorded_unknowns():
     from sagas.models import SagaEvent
 
-    answers = SagaEvent.objects.filter(kind__in=["reply", "stale_reply"], body__outcome="unknown",
+    # However the saga took the answer: awaited, a copy, or late (its step's deadline had already
+    # stood: a tok_slow authorization caught by the payments outage answers after it).
+    answers = SagaEvent.objects.filter(kind__in=["reply", "stale_reply", "late_reply"], body__outcome="unknown",
                                        body__data__dead_lettered=True)
     return {body["in_reply_to"] for body in answers.values_list("body", flat=True)}
 
