@@ -35,6 +35,7 @@ class SystemCollector:
                                    labels=["part"])
         for part, read in [("orders", _orders), ("sagas", _sagas), ("outbox", _outbox), ("beat", _beat),
                            ("queues", _queues), ("dead_letters", _dead_letters), ("counters", _counters),
+                           ("admission", _admission),
                            ("circuits", _circuits), ("webhooks", _webhooks)]:
             try:
                 yield from list(read())
@@ -62,6 +63,25 @@ def _sagas():
     for saga_type, status, n in SagaInstance.objects.values_list("saga_type", "status").annotate(n=Count("id")).order_by():
         family.add_metric([saga_type, status], n)
     yield family
+
+
+def _admission():
+    from orderhub.orders import admission
+
+    now = admission.estimate()
+    yield GaugeMetricFamily("orderhub_admission_predicted_wait_seconds",
+                            "The wait a new order would meet: sagas in flight / drain rate (NaN while not predicted: "
+                            "too few in flight, or nothing drains)",
+                            value=float("nan") if now.predicted_wait is None else now.predicted_wait)
+    yield GaugeMetricFamily("orderhub_admission_target_seconds",
+                            "The predicted wait past which a new order is refused (0: off)",
+                            value=settings.ADMISSION_TARGET_SECONDS)
+    yield GaugeMetricFamily("orderhub_admission_drain_rate",
+                            "Sagas ended per second over the admission window", value=now.drain_rate)
+    yield GaugeMetricFamily("orderhub_admission_in_flight", "Sagas running or compensating", value=now.in_flight)
+    yield GaugeMetricFamily("orderhub_admission_stalled",
+                            "1 while sagas are in flight and none ended in the admission window (an outage)",
+                            value=int(now.stalled))
 
 
 def _outbox():

@@ -158,8 +158,14 @@ COMMAND_BATCH_SECONDS = env.float("ORDERHUB_COMMAND_BATCH_SECONDS", default=0.25
 INFRASTRUCTURE_RETRY_ATTEMPTS = env.int("ORDERHUB_INFRASTRUCTURE_RETRY_ATTEMPTS", default=6)
 INFRASTRUCTURE_RETRY_MAX_DELAY = env.float("ORDERHUB_INFRASTRUCTURE_RETRY_MAX_DELAY", default=4.0)
 
-# Admission control (orderhub/orders/admission.py): a new order is refused with 503 and this
-# Retry-After (seconds) while this many sagas are running or compensating; 0 turns it off.
+# Admission control (orderhub/orders/admission.py): a new order is refused with 503 and a
+# Retry-After when the wait it would meet (sagas in flight / sagas ended per second over the last
+# RATE_WINDOW seconds) passes TARGET_SECONDS; below MIN_IN_FLIGHT it is not predicted. Whatever the
+# prediction, no more than MAX_IN_FLIGHT sagas run or compensate at once (0 turns either off);
+# RETRY_AFTER is the Retry-After while nothing drains (an outage).
+ADMISSION_TARGET_SECONDS = env.float("ORDERHUB_ADMISSION_TARGET_SECONDS", default=5.0)
+ADMISSION_RATE_WINDOW = env.float("ORDERHUB_ADMISSION_RATE_WINDOW", default=10.0)
+ADMISSION_MIN_IN_FLIGHT = env.int("ORDERHUB_ADMISSION_MIN_IN_FLIGHT", default=10)
 ADMISSION_MAX_IN_FLIGHT = env.int("ORDERHUB_ADMISSION_MAX_IN_FLIGHT", default=300)
 ADMISSION_RETRY_AFTER = env.int("ORDERHUB_ADMISSION_RETRY_AFTER", default=2)
 

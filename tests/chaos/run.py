@@ -20,10 +20,12 @@ every quorum queue has caught up (a majority of replicas stays up). Any process 
 Everything is on this machine (loopback only) and bounded: N orders, and a time limit.
 """
 import argparse
+import math
 import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -739,6 +741,19 @@ def print_table(results, outcomes, facts):
     print(f"  {'outcomes':28} {dict(sorted(outcomes.items()))}")
 
 
+def accepted_to_ended(placed):
+    """p50, p99 and max of the accepted orders' accepted→ended time (created_at to the update that
+    ended them), in seconds: what admission control holds near its target while the load lasts."""
+    from orderhub.orders.models import Order
+
+    waits = sorted((ended - created).total_seconds() for created, ended in Order.objects.filter(
+        id__in=list(placed)).exclude(status="pending").values_list("created_at", "updated_at"))
+    if not waits:
+        return "none ended"
+    p99 = waits[min(len(waits) - 1, math.ceil(0.99 * len(waits)) - 1)]
+    return f"p50 {statistics.median(waits):.1f} s, p99 {p99:.1f} s, max {waits[-1]:.1f} s"
+
+
 def longest_pause_after(moment, placing_ended, window=30.0):
     """The longest stretch, in the `window` seconds after `moment` while orders were still being
     placed, in which no order ended: what a node loss cost the flow (Order.updated_at is when an
@@ -869,6 +884,7 @@ def main(argv=None):
             ("monkey errors", monkey.errors[:3] or "none"),
             ("refused at the door (503)", client.refused),
             ("quiet after the last order", f"{drained_after:.0f}s"),
+            ("accepted→ended", accepted_to_ended(placed)),
             *([("lone orders after the load", probe)] if probe else []),
             ("seed", seed_value),
             ("failure reasons", dict(sorted(reasons.items()))),

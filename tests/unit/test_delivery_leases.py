@@ -4,6 +4,7 @@ import time
 import uuid
 
 import pytest
+from django.core.cache import cache
 
 from orderhub import bus, delivery
 from sagas import tasks
@@ -12,6 +13,9 @@ from tests.conftest import eventually
 
 @pytest.fixture
 def depth(monkeypatch):
+    # The world these tests describe: no batch in hand either (an earlier test's payments batch
+    # leaves its queue's mark for LEASE_SECONDS).
+    cache.delete(delivery._key(delivery._in_hand_id("payments.commands")))
     depths = {"payments.commands": 0}
     monkeypatch.setattr(bus, "queue_backlog", lambda queue: depths[queue])
     return depths

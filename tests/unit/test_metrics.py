@@ -4,13 +4,14 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from orderhub import counters, health
 from orderhub.deadletters.models import DeadLetter
 from orderhub.orders.admission import REFUSED_KEY
-from sagas.models import OutboxMessage
+from sagas.models import OutboxMessage, SagaInstance
 
 pytestmark = pytest.mark.django_db(databases="__all__")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-")
@@ -59,6 +60,11 @@ def test_the_system_is_read_at_scrape_time_with_bounded_labels(client):
     assert value(samples, "orderhub_dead_letters", queue="payments.commands", status="archived") == 1
     assert value(samples, "orderhub_dead_letters", queue="other", status="archived") == 1
     assert value(samples, "orderhub_admission_refused_total") == before + 1
+    assert value(samples, "orderhub_admission_target_seconds") == settings.ADMISSION_TARGET_SECONDS
+    assert value(samples, "orderhub_admission_in_flight") == SagaInstance.objects.filter(
+        status__in=("running", "compensating")).count()
+    assert value(samples, "orderhub_admission_drain_rate") is not None
+    assert value(samples, "orderhub_admission_stalled") in (0, 1)
     assert not [key for key in samples if key[0] == "orderhub_scrape_errors"]
     for name, labels in samples:
         assert not any(UUID.match(str(v)) or str(v).startswith("forged-") for _, v in labels), (name, labels)
