@@ -2,8 +2,9 @@
 deliveries (services.fan_out), and a sender thread that sends the due ones, a few at a time in
 parallel, until each is delivered or dead.
 
-An event is acked after its deliveries are committed; one it cannot read goes to the DLQ with its
-reason; with the database down it is put back. A message carrying a delivery's id as its
+Events come in batches (orderhub/subscriber.py): a batch's deliveries are written in one
+transaction, and its events acked once it is committed; one it cannot read goes to the DLQ with its
+reason; with the database down they are put back. A message carrying a delivery's id as its
 correlation id is an operator's replay of that delivery's dead letter: it revives the delivery."""
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -69,20 +70,28 @@ class Fanout(EventSubscriber):
     def __init__(self, connection, sender: Sender):
         super().__init__(connection)
         self.sender = sender
+        self._woken = False
 
-    def receive(self, message):
+    def read(self, message):
         replayed = (message.properties or {}).get("correlation_id")
         if replayed:
-            revived = services.delivery_revive(replayed)
-            log.info("dead webhook delivery replayed" if revived else "replay of no dead delivery ignored",
-                     delivery_id=str(replayed))
-            return
-        event = events.decode(message.body, types=services.TYPES, reader="the webhooks")
-        created = services.fan_out(event)
-        log.debug("webhook deliveries written", type=event["type"], id=event["id"], deliveries=created)
+            return ("replay", replayed)
+        return ("event", events.decode(message.body, types=services.TYPES, reader="the webhooks"))
 
-    def received(self):
-        self.sender.wake.set()
+    def apply(self, items):
+        created = services.fan_out_many([event for kind, event in items if kind == "event"])
+        log.debug("webhook deliveries written", events=len(items), deliveries=created)
+        for kind, replayed in items:
+            if kind == "replay":
+                revived = services.delivery_revive(replayed)
+                log.info("dead webhook delivery replayed" if revived else "replay of no dead delivery ignored",
+                         delivery_id=str(replayed))
+                created += revived
+        self._woken = bool(created)
+
+    def received(self, items):
+        if self._woken:  # the sender polls for retries anyway; it is woken for new work
+            self.sender.wake.set()
 
 
 def run(connection):

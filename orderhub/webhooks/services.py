@@ -71,16 +71,31 @@ def signing_secrets(endpoint: WebhookEndpoint, now=None) -> list[str]:
 # --- deliveries --------------------------------------------------------------------------------
 def fan_out(event: dict) -> int:
     """One pending delivery of `event` per active endpoint of its order's client; a second time, none."""
-    data = event["data"]
-    created = 0
+    return fan_out_many([event])
+
+
+def fan_out_many(batch: list[dict]) -> int:
+    """fan_out for each event of a batch, in one transaction: one read of the endpoints, one of the
+    deliveries already written, one insert. Returns how many deliveries it wrote."""
     with transaction.atomic():
-        for endpoint in WebhookEndpoint.objects.filter(client_id=data["client_id"], active=True):
-            _, new = WebhookDelivery.objects.get_or_create(
-                endpoint=endpoint, event_id=event["id"],
-                defaults={"event_type": event["type"], "order_id": data["order_id"], "event": event,
-                          "next_attempt_at": timezone.now()})
-            created += new
-    return created
+        endpoints = {}
+        for endpoint in WebhookEndpoint.objects.filter(client_id__in={event["data"]["client_id"] for event in batch},
+                                                       active=True):
+            endpoints.setdefault(endpoint.client_id, []).append(endpoint)
+        wanted = [(endpoint, event) for event in batch for endpoint in endpoints.get(event["data"]["client_id"], ())]
+        if not wanted:
+            return 0
+        written = set(WebhookDelivery.objects.filter(event_id__in={event["id"] for _, event in wanted})
+                      .values_list("endpoint_id", "event_id"))
+        now, rows = timezone.now(), {}
+        for endpoint, event in wanted:
+            key = (endpoint.id, uuid.UUID(str(event["id"])))
+            if key not in written and key not in rows:
+                rows[key] = WebhookDelivery(endpoint=endpoint, event_id=event["id"], event_type=event["type"],
+                                            order_id=event["data"]["order_id"], event=event, next_attempt_at=now)
+        # A second webhooks process that wrote one of them meanwhile: that row stays as it is.
+        WebhookDelivery.objects.bulk_create(rows.values(), ignore_conflicts=True)
+    return len(rows)
 
 
 def delivery_revive(delivery_id) -> bool:

@@ -91,6 +91,29 @@ def test_needs_attention_moves_on_to_the_end_an_operators_retry_reaches(shop, fi
     assert projection.from_projection()["by_outcome"] == {final: 1}
 
 
+def test_a_batch_is_applied_in_order_with_the_answers_and_numbers_of_its_events_one_by_one(shop):
+    first, second = ended(shop, "completed"), ended(shop, "completed", items=(("P-1", 1), ("P-1", 3)))
+    parked = ended(shop, "needs_attention", reason="handler_error")
+    failed = ended(shop, "failed", reason="payment_declined")
+    already = ended(shop, "completed")
+    assert projection.apply(event_of(already))  # counted by an earlier batch
+    again = event_of(first)
+    batch = [again, event_of(second), event_of(parked), again,  # the same id twice in one batch
+             event_of(parked, "resolved"), event_of(parked, "needs_attention"),  # on, then a late one back
+             event_of(failed), event_of(already), event_of(first) | {"id": str(uuid.uuid4())}]
+    Order.objects.filter(id=parked.id).update(status="resolved")
+
+    assert projection.apply_many(batch) == [True, True, True, False, True, False, True, False, False]
+
+    report = projection.from_projection()
+    assert report == projection.from_orders()
+    assert report["by_outcome"] == {"completed": 3, "failed": 1, "resolved": 1}
+    [(_, orders, units, revenue)] = report["by_day"]
+    assert (orders, units, revenue) == (3, 10, Decimal("40.00"))  # two of 2*2.50+10, one of 4*2.50
+    assert projection.apply_many(batch) == [False] * len(batch)  # the whole batch redelivered
+    assert projection.from_projection() == report
+
+
 def test_a_rebuild_writes_the_same_numbers_and_later_events_for_counted_orders_change_nothing(shop):
     counted = ended(shop, "completed")
     DailySales.objects.create(day="2001-01-01", orders=99, units=1, revenue=Decimal("1.00"))  # damage

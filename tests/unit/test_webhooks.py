@@ -188,6 +188,22 @@ def test_an_event_becomes_one_delivery_per_active_endpoint_of_its_client_once(cl
     assert {str(row.event_id) for row in WebhookDelivery.objects.all()} == {event["id"]}
 
 
+def test_a_batch_of_events_becomes_the_deliveries_of_each_once(client_user):
+    other = get_user_model().objects.create(username="another-client")
+    mine = services.endpoint_create(client=client_user, url="http://127.0.0.1:9/a")
+    theirs = services.endpoint_create(client=other, url="http://127.0.0.1:9/b")
+    get_user_model().objects.create(username="no-endpoints")
+    first, second, of_other = final_event(client_user), final_event(client_user), final_event(other)
+    assert services.fan_out(first) == 1  # an earlier batch
+
+    assert services.fan_out_many([first, second, second, of_other]) == 2
+
+    assert sorted((row.endpoint_id, str(row.event_id)) for row in WebhookDelivery.objects.all()) == sorted(
+        [(mine.id, first["id"]), (mine.id, second["id"]), (theirs.id, of_other["id"])])
+    assert services.fan_out_many([first, second, of_other]) == 0
+    assert WebhookDelivery.objects.count() == 3
+
+
 def test_an_event_the_webhooks_cannot_read_is_refused_with_a_reason():
     with pytest.raises(events.BadEvent, match="not an event the webhooks reads"):
         events.decode(b'{"type": "order.placed"}', types=services.TYPES, reader="the webhooks")
