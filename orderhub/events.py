@@ -124,8 +124,9 @@ def decode(body: bytes, *, types, reader) -> dict:
 
 
 # --- what the order's events carry -------------------------------------------------------------
-def order_data(order) -> dict:
-    """Money as decimal strings, never floats."""
+def order_data(order, items=None) -> dict:
+    """Money as decimal strings, never floats. `items`: the order's items when the caller has them
+    (read from the order otherwise)."""
     return {
         "order_id": str(order.id),
         "client_id": order.client_id,
@@ -133,6 +134,6 @@ def order_data(order) -> dict:
         "failure_reason": order.failure_reason,
         "total": str(order.total),
         "items": [{"sku": item.sku, "quantity": item.quantity, "unit_price": str(item.unit_price)}
-                  for item in order.items.all()],
+                  for item in (order.items.all() if items is None else items)],
         "placed_at": order.created_at.isoformat().replace("+00:00", "Z"),
     }

@@ -242,10 +242,11 @@ def saga_move(*, saga_id, to_version: int) -> SagaInstance:
 
 
 # --- starting ---------------------------------------------------------------------------------
-def saga_start(*, definition: Saga, context: dict, correlation_id: str) -> SagaInstance:
-    """Create the saga, pinned to `definition`'s version, and queue its first command. Call inside
-    the caller's transaction."""
+def saga_start(*, definition: Saga, context: dict, correlation_id: str, saga_id=None) -> SagaInstance:
+    """Create the saga (with `saga_id`, when the caller has written it already), pinned to
+    `definition`'s version, and queue its first command. Call inside the caller's transaction."""
     saga = SagaInstance.objects.create(
+        **({"id": saga_id} if saga_id else {}),
         saga_type=definition.name, definition_version=definition.version, correlation_id=correlation_id,
         context=context, trace=tracing.carrier() or {}
     )

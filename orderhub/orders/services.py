@@ -1,6 +1,7 @@
 """Order services: the functions that write. Views call these and nothing else."""
 import hashlib
 import json
+import uuid
 from decimal import Decimal
 
 import structlog
@@ -61,8 +62,10 @@ def _order_for_key(client, key, fingerprint):
 
 def _order_create(client, items, payment_token, shipping_address, idempotency_key, fingerprint, request_id=None):
     products = Product.objects.in_bulk([item["sku"] for item in items])
+    saga_id = uuid.uuid4()  # written with the order: no second write of it
     with transaction.atomic():
         order = Order.objects.create(
+            saga_id=saga_id,
             client=client,
             total=sum((products[i["sku"]].price * i["quantity"] for i in items), Decimal("0")).quantize(CENT),
             payment_token=payment_token,
@@ -70,7 +73,7 @@ def _order_create(client, items, payment_token, shipping_address, idempotency_ke
             idempotency_key=idempotency_key,
             request_fingerprint=fingerprint,
         )
-        OrderItem.objects.bulk_create(
+        written = OrderItem.objects.bulk_create(
             OrderItem(
                 order=order,
                 sku=item["sku"],
@@ -81,6 +84,7 @@ def _order_create(client, items, payment_token, shipping_address, idempotency_ke
             for item in items
         )
         saga = engine.saga_start(
+            saga_id=saga_id,
             definition=engine.starting_definition(PLACE_ORDER.name),
             correlation_id=str(order.id),
             context={
@@ -93,9 +97,8 @@ def _order_create(client, items, payment_token, shipping_address, idempotency_ke
                 **({"request_id": request_id} if request_id else {}),
             },
         )
-        order.saga_id = saga.id
-        order.save(update_fields=["saga_id"])
-        events.event_record("order.placed", subject=order.id, data=events.order_data(order), saga_id=saga.id)
+        events.event_record("order.placed", subject=order.id, data=events.order_data(order, items=written),
+                            saga_id=saga.id)
     log.info("order placed", order_id=str(order.id), saga_id=str(saga.id))
     return order
 
