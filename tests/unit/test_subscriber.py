@@ -1,12 +1,19 @@
 """An event subscriber (orderhub/subscriber.py) against the real broker and database: it takes
 what has arrived in batches, applies each in one transaction and acks it after; what it cannot read
-is dead-lettered alone; a batch that fails is applied again one event at a time."""
+is dead-lettered alone; a batch that fails is applied again one event at a time.
+
+The subscriber here consumes a queue of its own, declared as a subscriber's queue is (a quorum
+queue dead-lettering into its own DLQ), and the events are published straight to it: in a full
+`make test` the integration suite's live projections process is still consuming
+projections.sales, and would take the events from under the test."""
 import json
 import threading
 import time
 import uuid
 
 import pytest
+from django.db import connections
+from kombu import Queue
 
 from orderhub import events, topology
 from orderhub.celery import app
@@ -23,18 +30,29 @@ def queue_depth(name):
         return connection.default_channel.queue_declare(name, passive=True).message_count
 
 
+QUEUE = f"test.subscriber.{uuid.uuid4().hex[:8]}"
+
+
 @pytest.fixture
-def broker():
+def broker(monkeypatch):
+    monkeypatch.setitem(topology.EVENT_SUBSCRIBERS, QUEUE, ())  # a subscriber's queue, bound to nothing
     with app.connection_for_write() as connection:
         topology.declare(connection)
-        for name in (projection.QUEUE, topology.dlq_name(projection.QUEUE)):
-            connection.default_channel.queue_purge(name)
-    return app
+        channel = connection.default_channel
+        topology.subscriber_queue(QUEUE)(channel).declare()
+        Queue(topology.dlq_name(QUEUE), topology.DEAD_LETTER_EXCHANGE, routing_key=QUEUE, durable=True,
+              queue_arguments={"x-queue-type": "quorum"})(channel).declare()
+        for name in (QUEUE, topology.dlq_name(QUEUE)):
+            channel.queue_purge(name)
+    yield app
+    with app.connection_for_write() as connection:
+        for name in (QUEUE, topology.dlq_name(QUEUE)):
+            connection.default_channel.queue_delete(name)
 
 
-def publish(body: bytes, routing_key="order.completed"):
+def publish(body: bytes):
     with app.producer_or_acquire() as producer:
-        producer.publish(body, exchange=events.EXCHANGE, routing_key=routing_key, content_type=events.CONTENT_TYPE,
+        producer.publish(body, exchange="", routing_key=QUEUE, content_type=events.CONTENT_TYPE,
                          content_encoding="utf-8", delivery_mode=2, message_id=str(uuid.uuid4()))
 
 
@@ -44,6 +62,7 @@ class Recording(Projector):
 
     def __init__(self, connection, failing=None):
         super().__init__(connection)
+        self.queue = QUEUE
         self.batches, self.failing = [], failing
 
     def apply(self, items):
@@ -56,7 +75,13 @@ class Recording(Projector):
 
 
 def consume(consumer):
-    thread = threading.Thread(target=consumer.run, daemon=True)
+    def run():
+        try:
+            consumer.run()
+        finally:
+            connections.close_all()  # this thread's, so the test database can be dropped
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
 
@@ -78,11 +103,13 @@ def test_events_that_arrived_meanwhile_are_applied_as_one_batch_and_the_unreadab
     with app.connection_for_read() as connection:
         consumer = Recording(connection)
         thread = consume(consumer)
-        eventually(lambda: sum(map(len, consumer.batches)) == 6 and queue_depth(projection.QUEUE) == 0, timeout=20,
-                   message="the six events applied and acked")
-        eventually(lambda: queue_depth(topology.dlq_name(projection.QUEUE)) == 1, timeout=10,
-                   message="the unreadable one dead-lettered")
-        stop(consumer, thread)
+        try:
+            eventually(lambda: sum(map(len, consumer.batches)) == 6 and queue_depth(QUEUE) == 0, timeout=20,
+                       message="the six events applied and acked")
+            eventually(lambda: queue_depth(topology.dlq_name(QUEUE)) == 1, timeout=10,
+                       message="the unreadable one dead-lettered")
+        finally:
+            stop(consumer, thread)
 
     assert len(consumer.batches) < 6 and max(map(len, consumer.batches)) >= 2, consumer.batches
     assert [order_id for batch in consumer.batches for order_id in batch] == [str(order.id) for order in orders]
@@ -98,9 +125,11 @@ def test_a_batch_that_fails_is_applied_again_one_event_at_a_time(broker, shop): 
     with app.connection_for_read() as connection:
         consumer = Recording(connection, failing=str(orders[2].id))
         thread = consume(consumer)
-        eventually(lambda: queue_depth(projection.QUEUE) == 0 and projection.from_projection()["by_outcome"]
-                   .get("completed") == 4, timeout=20, message="all four applied, one at a time after the failure")
-        stop(consumer, thread)
+        try:
+            eventually(lambda: queue_depth(QUEUE) == 0 and projection.from_projection()["by_outcome"]
+                       .get("completed") == 4, timeout=20, message="all four applied, one at a time after the failure")
+        finally:
+            stop(consumer, thread)
 
     assert any(len(batch) > 1 and str(orders[2].id) in batch for batch in consumer.batches), consumer.batches
     assert [str(orders[2].id)] in consumer.batches  # and then alone
