@@ -5,7 +5,8 @@ healthy.
 The wait is predicted by Little's law: an order accepted now finishes after about the work ahead of
 it, `in flight / drain rate`, where in flight is the sagas running or compensating and the drain
 rate is how many sagas ended per second over the last `ADMISSION_RATE_WINDOW` seconds (measured
-from the first of them, so a system that just got busy is not taken for a slow one). In a steady
+from the first of them, so a system that just got busy is not taken for a slow one), or over the
+window's last third if the drain was slower there. In a steady
 state that quotient is the time an order spends in the system, measured; so the door holds the
 accepted orders' accepted→ended time near `ADMISSION_TARGET_SECONDS` (5 s by default) whatever the
 machine, the load or the mix of orders, where a fixed in-flight limit only bounded the backlog.
@@ -62,22 +63,31 @@ class Estimate:
 
 
 def estimate(now=None) -> Estimate:
-    """The sagas in flight and the drain rate, read in one statement."""
+    """The sagas in flight and the drain rate, read in one statement.
+
+    The drain rate is the lower of two: over the whole window, and over its last third (when the
+    drain has been seen for longer than that third). The window smooths the lumps batches make (an
+    orchestrator's batch ends many sagas at once); its last third sees a drain that slowed down
+    (a loaded machine, a checkpoint, a participant taking longer) within seconds, before the orders
+    accepted meanwhile wait past the target."""
     now = now or timezone.now()
     window = settings.ADMISSION_RATE_WINDOW
-    since = now - timedelta(seconds=window)
+    since, recently = now - timedelta(seconds=window), now - timedelta(seconds=window / 3)
     ended = Q(status__in=ENDED, updated_at__gte=since, ended_at__gte=since)  # (status, updated_at) index
     counts = SagaInstance.objects.filter(Q(status__in=IN_FLIGHT) | ended).aggregate(
         in_flight=Count("id", filter=Q(status__in=IN_FLIGHT)),
         ended=Count("id", filter=ended),
+        ended_recently=Count("id", filter=ended & Q(ended_at__gte=recently)),
         first=Min("ended_at", filter=ended))
-    in_flight, count = counts["in_flight"], counts["ended"]
+    in_flight, count, recent = counts["in_flight"], counts["ended"], counts["ended_recently"]
     rate = 0.0
     if count:
         # Over the time the drain was seen, at least a second: a system that got busy two seconds
         # ago drains at what it did in those two, not at a tenth of it.
         span = (now - counts["first"]).total_seconds()
         rate = count / min(max(span, 1.0), window)
+        if recent and span > window / 3:
+            rate = min(rate, recent / (window / 3))
     predicted = None
     if rate and in_flight >= settings.ADMISSION_MIN_IN_FLIGHT:
         predicted = in_flight / rate

@@ -40,7 +40,7 @@ class Api:
     def _answering(self):
         try:
             return self.session.get(self.base + "/api/products/", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still loading the app
             return False
 
     def timed(self, method, path, *, session=None, **kwargs):

@@ -24,6 +24,15 @@ def door(settings):
     return settings
 
 
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    """One instant for the whole test: the rows' times and the estimate's `now` (creating a hundred
+    rows takes a while on a loaded machine, and the window would slide meanwhile)."""
+    frozen = timezone.now()
+    monkeypatch.setattr(timezone, "now", lambda: frozen)
+    return frozen
+
+
 def in_flight(count, status=SagaStatus.RUNNING):
     SagaInstance.objects.bulk_create([SagaInstance(saga_type="place_order", correlation_id=str(uuid.uuid4()),
                                                    status=status) for _ in range(count)])
@@ -62,6 +71,17 @@ def test_a_drain_seen_for_two_seconds_is_measured_over_those_two_not_the_whole_w
     ended(40, over_seconds=2)  # the system got busy two seconds ago: 20 a second
 
     assert admission.estimate().drain_rate == pytest.approx(20, rel=0.05)
+
+
+def test_a_drain_that_slowed_down_in_the_last_third_of_the_window_is_measured_there():
+    ended(60, over_seconds=6.4, ago=3.5)  # 9 a second until three and a half seconds ago
+    ended(3, over_seconds=3.0)  # then about 1 a second
+    in_flight(20)  # 3 s at the window's rate, about 22 s at what it drains now
+
+    now = admission.estimate()
+    assert now.ended == 63
+    assert now.drain_rate == pytest.approx(3 / (10 / 3), rel=0.02)
+    assert "would wait about 22 s" in str(refusal())
 
 
 def test_an_order_that_would_wait_past_the_target_is_refused_with_the_time_the_drain_needs():
