@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[2]
 VHOST = "orderhub_chaos"
 DB_PREFIX = "chaos_"
 TERMINAL = {"completed", "failed", "cancelled", "needs_attention"}
+# How long the first RabbitMQ node kill waits for the orchestrators' mailboxes to show (the node it kills).
+MAILBOX_WAIT = 30
 
 # scenario -> (weight, payment token, country, scarce sku)
 SCENARIOS = {
@@ -338,10 +340,17 @@ class Monkey(threading.Thread):
 
         left = list(range(1, rabbit_cluster.NODES + 1))
         while left:
-            try:
-                node, why = self._next_node(left)
-            except Exception as exc:  # the management API did not answer: any node left
-                node, why = left[0], f"a node not yet killed (its roles unknown: {exc!r:.100})"
+            # The first kill is the mailboxes' node. An orchestrator the monkey just SIGKILLed has no
+            # mailbox until it is back (both may be restarting on a loaded machine): wait for one.
+            deadline = time.time() + (MAILBOX_WAIT if len(left) == rabbit_cluster.NODES else 0)
+            while True:
+                try:
+                    node, why = self._next_node(left)
+                except Exception as exc:  # the management API did not answer: any node left
+                    node, why = left[0], f"a node not yet killed (its roles unknown: {exc!r:.100})"
+                if "mailboxes" in why or time.time() >= deadline:
+                    break
+                time.sleep(1)
             left.remove(node)
             self._kill_node(node, why)
 
@@ -704,7 +713,7 @@ def projection_matches():
 
 
 def webhooks_delivered(receiver, placed):
-    """I10: the client's webhook receiver (loopback, the README's verification code) got every
+    """I10: the client's webhook receiver (loopback, the verification code of docs/api.md) got every
     order's final state, each correctly signed; nothing for an order it does not own."""
     from django.db import close_old_connections
 

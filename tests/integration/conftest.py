@@ -78,8 +78,11 @@ def purge_all_queues():
         channel.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(django_db_setup, django_db_blocker):
+    """The processes, for the integration tests only: stopped after the last of them, so that the
+    tests that follow (tests/unit) do not share the test vhost and databases with live consumers
+    (a live projections process once took a unit test's events from under it)."""
     purge_all_queues()
     env = os.environ | {
         "ORDERHUB_DB_PREFIX": "test_" + settings.DB_PREFIX,

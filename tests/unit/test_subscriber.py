@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import uuid
+from decimal import Decimal
 
 import pytest
 from django.db import connections
@@ -20,9 +21,20 @@ from orderhub.celery import app
 from orderhub.reports import projection
 from orderhub.reports.consumer import Projector
 from tests.conftest import eventually
-from tests.unit.test_projection import ended, event_of, shop  # noqa: F401 (a fixture)
+from orderhub.orders.models import Order, OrderItem
+from tests.unit.test_projection import event_of, shop  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+
+def ended(client, status):
+    """An order that ended, written as it stands, with no saga behind it: nothing else in the
+    system will send an event for it."""
+    order = Order.objects.create(client=client, status=status, total=Decimal("15.00"), payment_token="tok_ok",
+                                 shipping_address={"country": "GB"}, saga_id=uuid.uuid4())
+    OrderItem.objects.create(order=order, sku="P-1", name="P-1", quantity=2, unit_price=Decimal("2.50"))
+    OrderItem.objects.create(order=order, sku="P-2", name="P-2", quantity=1, unit_price=Decimal("10.00"))
+    return Order.objects.prefetch_related("items").get(id=order.id)
 
 
 def queue_depth(name):
@@ -111,6 +123,7 @@ def test_events_that_arrived_meanwhile_are_applied_as_one_batch_and_the_unreadab
         finally:
             stop(consumer, thread)
 
+    assert queue_depth(QUEUE) == 0  # all acked: nothing came back when the consumer went
     assert len(consumer.batches) < 6 and max(map(len, consumer.batches)) >= 2, consumer.batches
     assert [order_id for batch in consumer.batches for order_id in batch] == [str(order.id) for order in orders]
     assert projection.from_projection() == projection.from_orders()
@@ -131,6 +144,7 @@ def test_a_batch_that_fails_is_applied_again_one_event_at_a_time(broker, shop): 
         finally:
             stop(consumer, thread)
 
+    assert queue_depth(QUEUE) == 0  # all acked: nothing came back when the consumer went
     assert any(len(batch) > 1 and str(orders[2].id) in batch for batch in consumer.batches), consumer.batches
     assert [str(orders[2].id)] in consumer.batches  # and then alone
     assert projection.from_projection() == projection.from_orders()
