@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_VHOST := orderhub_test
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test demo chaos chaos-cluster cluster cluster-stop bench soak venv services tools databases topology clean unit integration backup restore restore-drill
+.PHONY: run test demo chaos chaos-cluster cluster cluster-stop bench soak venv services tools databases topology clean unit integration backup restore restore-drill docs docs-serve
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,10 +50,19 @@ run: export FLOWER_BROKER_API ?= $(or $(ORDERHUB_RABBITMQ_MANAGEMENT_URL),http:/
 
 # The suite runs against its own RabbitMQ vhost and Redis database, and pytest-django's own
 # test_* databases, so it never touches a running `make run`.
-test: venv services tools
+test: venv services tools docs
 	ORDERHUB_BROKER_URL=$${ORDERHUB_TEST_BROKER_URL:-amqp://guest:guest@127.0.0.1:5672/$(TEST_VHOST)} \
 	ORDERHUB_REDIS_URL=$${ORDERHUB_TEST_REDIS_URL:-redis://127.0.0.1:6379/1} \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/) into var/site/; strict, so a broken link or anchor fails
+# it (make test builds it first). Not --quiet: mkdocs then no longer counts the warnings that strict
+# turns into a failure.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8001
 
 unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
@@ -98,7 +107,7 @@ SOAK_ORDERS ?= 20000
 soak: venv services
 	$(BIN)/python -m tests.bench.soak --orders $(SOAK_ORDERS)
 
-# Every database (pg_dump) and RabbitMQ's definitions into one folder with a manifest (README,
+# Every database (pg_dump) and RabbitMQ's definitions into one folder with a manifest (docs/operations.md,
 # Backup and restore); BACKUP=folder, default var/backups/<UTC time>. `make restore BACKUP=folder`
 # brings them back onto empty databases and an empty vhost.
 backup: venv

@@ -18,7 +18,7 @@ HANDLER_ERROR = "handler_error"  # a bug: the message is dead-lettered for an op
 # message type -> {payload version: {payload field: validator}}; filled by the participant modules.
 # A worker reads a type's current (newest) version and the one before it, the older one upcast to
 # the current shape before its handler sees it; the orchestrator writes the current version unless
-# a pin says otherwise (README, Upgrading: the rule for changing a payload).
+# a pin says otherwise (docs/upgrading.md: the rule for changing a payload).
 _PAYLOADS: dict[str, dict[int, dict]] = {}
 _UPCASTS: dict[tuple[str, int], object] = {}  # (type, version) -> payload of that version -> of the next
 _WRITERS: dict[tuple[str, int], object] = {}  # (type, version) -> saga context -> payload of that version
@@ -67,7 +67,7 @@ def write_version(message_type: str) -> int:
 
 def pin_write_versions(pins: dict[str, int]):
     """Write these versions instead of the current ones (a release that reads a new version but
-    must not write it yet: README, Upgrading)."""
+    must not write it yet: docs/upgrading.md)."""
     for message_type, version in pins.items():
         if version not in _PAYLOADS.get(message_type, {}):
             raise ValueError(f"cannot write {message_type} v{version}: not registered")

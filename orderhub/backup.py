@@ -1,4 +1,4 @@
-"""Backup and restore (README, Backup and restore): every database (pg_dump, custom format) and the
+"""Backup and restore (docs/operations.md, Backup and restore): every database (pg_dump, custom format) and the
 broker's definitions (exchanges, queues, bindings, policies of our vhost, from RabbitMQ's
 management API) into one folder with a manifest; and back onto empty servers.
 

@@ -75,7 +75,7 @@ def trace_if_asked(sender=None, **kwargs):
 @signals.worker_init.connect
 def refuse_to_drop_a_definition_in_use(sender=None, **kwargs):
     """An orchestrator does not start without every saga definition version that live sagas are
-    pinned to (README, Upgrading): it says which, and how many sagas."""
+    pinned to (docs/upgrading.md): it says which, and how many sagas."""
     queues = set(getattr(getattr(sender, "app", app).amqp.queues, "consume_from", None) or {})
     if "saga.replies" not in queues:
         return

@@ -38,4 +38,4 @@ def refuse_defaults(values: dict):
     if wrong:
         raise InsecureProduction(
             "ORDERHUB_ENV=production refuses to start with these secrets missing or left at a local default: "
-            + "; ".join(wrong) + ". Set each in the environment (see README, Configuration).")
+            + "; ".join(wrong) + ". Set each in the environment (see docs/operations.md, Configuration).")

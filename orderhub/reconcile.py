@@ -1,5 +1,5 @@
 """What differs between the sagas (the orchestrator's database) and each domain's records, and
-releasing what no saga owns (README, Backup and restore).
+releasing what no saga owns (docs/operations.md, Backup and restore).
 
 After a restore the databases are not one instant (they were dumped one after the other), and
 commands queued after the backup may still have had their effect in a domain. So a domain can

@@ -3,7 +3,7 @@ RETENTION_INTERVAL seconds (and `manage.py purge`). Each batch is one short tran
 deletes at most RETENTION_BATCH rows by primary key, so no hot table is locked for long; a run
 stops after RETENTION_RUN_SECONDS and the next tick carries on.
 
-What goes, and after how long (settings, days; README, Configuration):
+What goes, and after how long (settings, days; docs/operations.md, Configuration):
 - published outbox rows (RETENTION_OUTBOX_DAYS, after publishing);
 - the events (the timeline) of sagas that ended (RETENTION_SAGA_EVENTS_DAYS after the end);
   the saga and its steps stay;

@@ -258,7 +258,7 @@ if RETENTION_INBOX_DAYS < RETENTION_DEAD_LETTER_DAYS:
 # last WINDOW seconds, at least MIN_CALLS distinct charges were called and FAILURE_RATE of them
 # timed out (with no success since). Open for RESET seconds. MIN_CALLS=0 turns it off. Counting
 # charges, not calls: a few charges whose calls always time out, retried again and again at the
-# end of a chaos run, are not an outage (README, Circuit breaker).
+# end of a chaos run, are not an outage (docs/api.md, Circuit breaker).
 PROVIDER_CIRCUIT_MIN_CALLS = env.int("ORDERHUB_PROVIDER_CIRCUIT_MIN_CALLS", default=10)
 PROVIDER_CIRCUIT_FAILURE_RATE = env.float("ORDERHUB_PROVIDER_CIRCUIT_FAILURE_RATE", default=0.5)
 PROVIDER_CIRCUIT_WINDOW_SECONDS = env.float("ORDERHUB_PROVIDER_CIRCUIT_WINDOW_SECONDS", default=10.0)
@@ -280,7 +280,7 @@ WEBHOOK_ENDPOINTS_PER_CLIENT = env.int("ORDERHUB_WEBHOOK_ENDPOINTS_PER_CLIENT", 
 WEBHOOK_ALLOW_PRIVATE_URLS = env.bool("ORDERHUB_WEBHOOK_ALLOW_PRIVATE_URLS", default=not PRODUCTION)
 RETENTION_WEBHOOK_DAYS = env.float("ORDERHUB_RETENTION_WEBHOOK_DAYS", default=30)
 
-# Saga definition versions (README, Upgrading): new sagas start with the newest version loaded, or
+# Saga definition versions (docs/upgrading.md): new sagas start with the newest version loaded, or
 # the one named here, e.g. "place_order=1" (while rolling back a release that added a version).
 SAGA_START_VERSIONS = {name.strip(): int(version) for name, _, version in (
     pair.partition("=") for pair in env("ORDERHUB_SAGA_START_VERSIONS", default="").split(",") if pair.strip())}

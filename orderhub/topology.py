@@ -143,7 +143,7 @@ def _declare_queue(connection, channel, queue):
         return channel
     except amqp.exceptions.PreconditionFailed as exc:
         # The queue exists with other arguments (an older topology). Keep serving from it rather
-        # than refusing to start; `manage.py topology --check` reports it, README says how to migrate.
+        # than refusing to start; `manage.py topology --check` reports it, docs/operations.md says how to migrate.
         log.warning("queue exists with other arguments, using it as it is", queue=queue.name, error=str(exc))
         channel = connection.channel()
         channel.queue_declare(queue.name, passive=True)

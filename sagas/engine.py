@@ -382,7 +382,7 @@ def _apply(saga, reply) -> str:
 
 
 def _on_late_reply(saga, definition, step, reply) -> str:
-    """A reply that is not to the command the step awaits now. The rules (README, "Late replies"):
+    """A reply that is not to the command the step awaits now. The rules (docs/architecture.md, "Late replies"):
     - a copy of a reply already recorded, a second answer to a command already answered, or a
       reply for no step: stale, recorded, nothing else;
     - a success of any attempt of the step's compensation completes that compensation if it is

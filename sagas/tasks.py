@@ -37,7 +37,7 @@ def receive_reply(self, body):
         raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 30),
                          argsrepr=f"[<{REPLY_TYPE} body withheld>]", kwargsrepr="{}") from None
     except engine.DefinitionNotLoaded as exc:
-        # An orchestrator of an older release, while a newer one's sagas are in flight (README,
+        # An orchestrator of an older release, while a newer one's sagas are in flight (docs/upgrading.md,
         # Upgrading): the reply waits in the archive, to be replayed once a release that loads
         # the version runs.
         log.error("reply to a saga of a definition version not loaded, dead-lettered", why=str(exc))
@@ -53,7 +53,7 @@ def receive_reply(self, body):
 
 def unknown_saga_reason(reply) -> str:
     """Why a reply for no saga is dead-lettered: the databases were restored from a backup taken
-    before it started (README, Backup and restore). Kept for an operator, never applied."""
+    before it started (docs/operations.md, Backup and restore). Kept for an operator, never applied."""
     return (f"unknown saga: no saga {reply.saga_id} in this database (restored from a backup taken before "
             f"it started?); a {reply.outcome} reply to {reply.step}")
 

@@ -41,7 +41,7 @@ as_root() {
 apt_install() {
   if ! command -v apt-get >/dev/null 2>&1 || { [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; }; then
     say "$* not installed here, and this is not a Debian machine where I can install it (apt-get as root or with sudo)." >&2
-    say "install PostgreSQL, RabbitMQ (with its management plugin) and Redis, or run 'docker compose up' (README, Running in containers)." >&2
+    say "install PostgreSQL, RabbitMQ (with its management plugin) and Redis, or run 'docker compose up' (docs/deployment.md, Running in containers)." >&2
     return 1
   fi
   say "installing $* (apt-get)"

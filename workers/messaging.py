@@ -313,7 +313,7 @@ def run_command(task, body, retried=None):
         if domain_of(command.type) != domain_of(task.name) or command.type not in _HANDLERS:
             raise MalformedMessage(f"a {command.type} command cannot be handled by {task.name}")
     except UnreadableVersion as exc:
-        # A newer release's message reached an older worker (README, Upgrading: workers first).
+        # A newer release's message reached an older worker (docs/upgrading.md: workers first).
         dead_letter(task.request.id, f"unreadable version: {exc}")
     except MalformedMessage as exc:
         dead_letter(task.request.id, f"malformed: {exc}")

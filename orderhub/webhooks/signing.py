@@ -1,4 +1,4 @@
-"""The signature on every delivery, and its check (what a receiver does; README shows the same in a
+"""The signature on every delivery, and its check (what a receiver does; docs/api.md shows the same in a
 few lines of its own).
 
     OrderHub-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>[,v1=<hex, previous secret>]

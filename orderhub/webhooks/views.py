@@ -29,7 +29,7 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
 
 
 class WebhookEndpointWithSecretSerializer(WebhookEndpointSerializer):
-    secret = serializers.CharField(read_only=True, help_text="Signs every delivery (HMAC-SHA256; README, Webhooks). "
+    secret = serializers.CharField(read_only=True, help_text="Signs every delivery (HMAC-SHA256; docs/api.md, Webhooks). "
                                                              "Shown this once: keep it.")
 
     class Meta(WebhookEndpointSerializer.Meta):

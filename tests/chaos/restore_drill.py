@@ -1,4 +1,4 @@
-"""The restore drill (README, Backup and restore): orders flow; a backup is taken while they do;
+"""The restore drill (docs/operations.md, Backup and restore): orders flow; a backup is taken while they do;
 more orders are placed; everything is SIGKILLed; the databases are dropped and restored from the
 backup onto empty ones while the broker still holds the messages sent after it; everything starts
 again. Then: every saga in the restored state ends, the chaos invariants I1-I6 hold for the
@@ -54,7 +54,7 @@ def manage(env, *argv, check=True):
 
 
 def make(env, target, folder):
-    """As the README says it: `make backup BACKUP=...`, `make restore BACKUP=...`."""
+    """As docs/operations.md says it: `make backup BACKUP=...`, `make restore BACKUP=...`."""
     done = subprocess.run(["make", "--no-print-directory", target, f"BACKUP={folder}"], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     if done.returncode:

@@ -1,4 +1,4 @@
-"""A rolling deploy with sagas in flight, and its rollback, through real processes (README,
+"""A rolling deploy with sagas in flight, and its rollback, through real processes (docs/upgrading.md,
 Upgrading). Release B (tests/support/release_b.py) inserts a step into place_order (v2) and
 renames a field of shipping.create's payload (v2). While orders stream in, with some that
 compensate, the processes are replaced one at a time in the documented order: workers, then the

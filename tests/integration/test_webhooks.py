@@ -1,4 +1,4 @@
-"""Client webhooks through the real processes: a receiver on loopback, running the README's own
+"""Client webhooks through the real processes: a receiver on loopback, running docs/api.md's own
 verification code, is down while orders end, and once it is back sees every final state once,
 each correctly signed; a delivery that exhausts its budget is dead-lettered with its reason, and
 replaying the letter delivers it."""
@@ -54,7 +54,7 @@ def test_a_receiver_sees_every_final_state_once_signed_across_its_outage(live, r
                message="every delivery recorded delivered")
 
     received = receiver.events()
-    assert receiver.refused == []  # every request passed the README's signature check
+    assert receiver.refused == []  # every request passed docs/api.md's signature check
     assert Counter(event["data"]["order_id"] for _, event in received) == Counter(order_ids)  # once each
     assert len({event_id for event_id, _ in received}) == len(order_ids)
     for event_id, event in received:

@@ -1,5 +1,5 @@
 """A webhook receiver on loopback for the tests and the chaos suite: it verifies each request with
-the README's own receiver code (so the README is right), keeps what it accepted, and can be taken
+the documentation's own receiver code (docs/api.md, Webhooks: so the documentation is right), keeps what it accepted, and can be taken
 down (the port closed, connections refused) and brought back on the same port."""
 import json
 import re
@@ -11,13 +11,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_receiver_code() -> dict:
-    """The README's receiver block, run as it is written there."""
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- webhook-receiver:[^>]*-->\n```python\n(.*?)```", readme, re.S)
+    """The documentation's receiver block (docs/api.md), run as it is written there."""
+    page = (ROOT / "docs" / "api.md").read_text()
+    block = re.search(r"<!-- webhook-receiver:[^>]*-->\n```python\n(.*?)```", page, re.S)
     if not block:
-        raise AssertionError("the README's webhook receiver block is missing")
+        raise AssertionError("docs/api.md's webhook receiver block is missing")
     namespace = {}
-    exec(compile(block.group(1), "README.md (webhook receiver)", "exec"), namespace)  # noqa: S102
+    exec(compile(block.group(1), "docs/api.md (webhook receiver)", "exec"), namespace)  # noqa: S102
     return namespace
 
 

@@ -16,7 +16,7 @@ def _procfile():
             continue
         name, _, command = line.partition(":")
         argv = shlex.split(command)
-        # Every line runs under scripts/respawn.py, named after its process (README, Processes).
+        # Every line runs under scripts/respawn.py, named after its process (docs/architecture.md, Processes).
         assert argv[:4] == ["python", "scripts/respawn.py", name.strip(), "--"], line
         processes[name.strip()] = argv[4:]
     return processes
@@ -183,5 +183,5 @@ def test_the_cluster_profile_adds_two_rabbitmq_nodes_that_join_the_first_and_the
     for name in [*APP_SERVICES, "setup"]:
         for node in nodes[1:]:
             assert SERVICES[name]["depends_on"][node] == {"condition": "service_healthy", "required": False}, name
-    # The broker URL can list every node (README, Scaling out), and defaults to the one node.
+    # The broker URL can list every node (docs/deployment.md, Scaling out), and defaults to the one node.
     assert SERVICES["api"]["environment"]["ORDERHUB_BROKER_URL"].startswith("${ORDERHUB_BROKER_URL:-amqp://")

@@ -17,7 +17,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 APP_SERVICES = sorted(name for name, service in SERVICES.items() if service.get("image") == "orderhub:local")
 
-# What an operator puts in .env for production (README, Running in containers).
+# What an operator puts in .env for production (docs/deployment.md, Running in containers).
 DOTENV = {
     "ORDERHUB_ENV": "production",
     "ORDERHUB_SECRET_KEY": "q7V#n2f!Lx9@pR4s$Tz8^wK1&mB6*hY3(cJ0)dG5-eA_uN+iO=lQ",

@@ -19,4 +19,4 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         self.stdout.write(f"restored {', '.join(manifest['databases'])} and RabbitMQ's definitions from a backup "
                           f"started at {manifest['started_at']}")
-        self.stdout.write("next: start the processes, then `manage.py reconcile` (README, Backup and restore)")
+        self.stdout.write("next: start the processes, then `manage.py reconcile` (docs/operations.md, Backup and restore)")
