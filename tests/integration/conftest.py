@@ -78,11 +78,11 @@ def purge_all_queues():
         channel.close()
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="session")
 def cluster(django_db_setup, django_db_blocker):
-    """The processes, for the integration tests only: stopped after the last of them, so that the
-    tests that follow (tests/unit) do not share the test vhost and databases with live consumers
-    (a live projections process once took a unit test's events from under it)."""
+    """The processes, started once for the session. pytest-django runs the tests in its own order
+    (by database use), so unit tests run while these processes are up: a unit test that talks to
+    the broker uses queues of its own (tests/unit/test_subscriber.py)."""
     purge_all_queues()
     env = os.environ | {
         "ORDERHUB_DB_PREFIX": "test_" + settings.DB_PREFIX,
